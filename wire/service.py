@@ -1,0 +1,151 @@
+"""HTTP plumbing every rtclab server shares: JSON errors, /healthz, /metrics, serving.
+
+This is the one module of ``wire`` that is not pure protocol code: the three
+servers must not import one another, yet each needs the same error format, the
+same health and metrics endpoints and the same clean shutdown, and those are
+written once here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+log = logging.getLogger("rtclab.service")
+
+REGISTRY = web.AppKey("registry", CollectorRegistry)
+HealthFn = Callable[[], dict[str, Any]]
+HEALTH: web.AppKey[HealthFn] = web.AppKey("health")
+
+
+class ApiError(Exception):
+    """An error a handler returns to the client as ``{"error": {code, message}}``."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.json_response(
+        {"error": {"code": code, "message": message}}, status=status, headers=headers
+    )
+
+
+@web.middleware
+async def error_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Map ApiError and aiohttp's own HTTP errors to the JSON error shape."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = exc.reason.lower().replace(" ", "_")
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
+        return error_response(exc.status, code, exc.text or exc.reason, headers)
+    except Exception:
+        log.exception("unhandled error", extra={"path": request.path})
+        return error_response(500, "internal", "internal server error")
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    body = {"status": "ok", **request.app[HEALTH]()}
+    return web.json_response(body)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    payload = generate_latest(request.app[REGISTRY])
+    return web.Response(body=payload, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def create_base_app(
+    registry: CollectorRegistry,
+    health: Callable[[], dict[str, Any]] = dict,
+    *,
+    client_max_size: int = 1024**2,
+) -> web.Application:
+    """An aiohttp app with the JSON error middleware, /healthz and /metrics."""
+    app = web.Application(middlewares=[error_middleware], client_max_size=client_max_size)
+    app[REGISTRY] = registry
+    app[HEALTH] = health
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/metrics", _metrics)
+    return app
+
+
+async def read_json(request: web.Request) -> Any:
+    try:
+        return await request.json()
+    except json.JSONDecodeError as exc:
+        raise ApiError(400, "bad_json", f"body is not JSON: {exc}") from exc
+
+
+async def serve_until_signalled(
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    ready: Callable[[], None] | None = None,
+    shutdown_timeout_s: float = 5.0,
+) -> None:
+    """Serve ``app`` on ``host:port`` until SIGTERM or SIGINT, then shut down cleanly.
+
+    Cleanup contexts run on the way out, so sockets, tasks and peer
+    connections an app opened are closed before the process exits.
+    """
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout_s)
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        await site.start()
+        log.info("listening", extra={"http": f"{host}:{port}"})
+        if ready is not None:
+            ready()
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)
+        await runner.cleanup()
+        log.info("stopped")
+
+
+def run(main: Awaitable[None], *, use_uvloop: bool = True) -> None:
+    """Run a server's main coroutine on uvloop when installed (stdlib loop otherwise)."""
+    if use_uvloop:
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+            pass
+        else:
+            uvloop.run(main)  # type: ignore[arg-type]
+            return
+    asyncio.run(main)  # type: ignore[arg-type]
