@@ -14,8 +14,9 @@ import json
 import logging
 import signal
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
+import click
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -149,3 +150,41 @@ def run(main: Awaitable[None], *, use_uvloop: bool = True) -> None:
             uvloop.run(main)  # type: ignore[arg-type]
             return
     asyncio.run(main)  # type: ignore[arg-type]
+
+
+# --- command-line options every server shares -------------------------------
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def logging_options(func: F) -> F:
+    """``--log-level`` and ``--log-format``; the command calls :func:`wire.logs.configure`."""
+    func = click.option(
+        "--log-format",
+        type=click.Choice(["json", "text"]),
+        default="json",
+        show_default=True,
+        envvar="RTCLAB_LOG_FORMAT",
+        help="Structured JSON lines, or text for reading by eye.",
+    )(func)
+    func = click.option(
+        "--log-level",
+        type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+        default="INFO",
+        show_default=True,
+        envvar="RTCLAB_LOG_LEVEL",
+        help="INFO logs lifecycle and state changes only, never per packet.",
+    )(func)
+    return func
+
+
+def secret_option(func: F) -> F:
+    """``--secret``: the route-token key shared by relay and media servers."""
+    return click.option(
+        "--secret",
+        envvar="RTCLAB_SECRET",
+        default=None,
+        help="Key that signs route tokens and derives ICE passwords; relay and media "
+        "servers must share it. [env: RTCLAB_SECRET; default: a built-in "
+        "development key, fine on loopback only]",
+    )(func)

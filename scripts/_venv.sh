@@ -1,0 +1,27 @@
+# Sourced by scripts/*: one virtualenv for the project, created on first use.
+VENV="${RTCLAB_VENV:-$PWD/.venv}"
+
+ensure_venv() {  # ensure_venv EXTRA  (e.g. "test"); re-installs when pyproject changes
+  local extra="$1" stamp
+  if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV"
+    "$VENV/bin/python" -m pip install -q --upgrade pip
+  fi
+  stamp="$VENV/.installed-$extra-$(sha1sum pyproject.toml | cut -c1-12)"
+  if [ ! -f "$stamp" ]; then
+    "$VENV/bin/python" -m pip install -q -e ".[$extra]"
+    touch "$stamp"
+  fi
+}
+
+# Run a command in a new network namespace with only loopback, when permitted.
+run_isolated() {
+  if [ -z "${RTCLAB_NO_NETNS:-}" ] && unshare --net true 2>/dev/null; then
+    unshare --net sh -c 'ip link set lo up && exec "$@"' sh "$@"
+  elif [ -z "${RTCLAB_NO_NETNS:-}" ] && unshare --net --map-root-user true 2>/dev/null; then
+    unshare --net --map-root-user sh -c 'ip link set lo up && exec "$@"' sh "$@"
+  else
+    echo "note: cannot create a network namespace here; running on the host's loopback" >&2
+    "$@"
+  fi
+}
