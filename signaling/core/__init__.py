@@ -1,0 +1,1 @@
+"""Pure signaling decisions: no asyncio, no sockets, no clocks of their own."""
