@@ -1,0 +1,236 @@
+"""Relay configuration: one frozen dataclass, built from layers of option values.
+
+The same option names work on the command line and in a TOML file::
+
+    listen = "0.0.0.0:3478"
+    admin = "127.0.0.1:9478"
+    backend = ["1=10.0.0.11", "2=10.0.0.12"]   # or a table: [backend] 1 = "10.0.0.11"
+    rebind = "verified"
+    verify-integrity = true
+    idle-timeout = 30
+    max-flows = 10000
+    loop = "uvloop"
+    secret = "..."
+
+:func:`build_config` folds layers in order (defaults, file, environment,
+command line), later layers winning; backends merge per id, so a file can list
+them all and the command line override one.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from wire import route_token
+from wire.addr import Address, parse_hostport
+
+
+class ConfigError(ValueError):
+    """An option value (from the command line or a file) is not usable."""
+
+
+class RebindPolicy(enum.Enum):
+    """What a STUN request from a new address naming a known session does.
+
+    OFF opens a new flow (the published design); VERIFIED reuses the
+    session's upstream socket and moves the client once the backend accepts a
+    check from the new address; SSRC also moves on a known RTP SSRC (lab only:
+    unauthenticated).
+    """
+
+    OFF = "off"
+    VERIFIED = "verified"
+    SSRC = "ssrc"
+
+
+class LoopKind(enum.Enum):
+    UVLOOP = "uvloop"
+    ASYNCIO = "asyncio"
+
+
+@dataclass(frozen=True, slots=True)
+class RelayConfig:
+    # STUN's registered port, and where the published design's relay listens.
+    listen: Address = ("127.0.0.1", 3478)
+    # Loopback: flow lists show client addresses, not something for the internet.
+    admin: Address = ("127.0.0.1", 9478)
+    # Backend id (from the route token) -> media server host.  Empty: the relay
+    # routes nothing, so the command line insists on at least one.
+    backends: Mapping[int, str] = field(default_factory=dict)
+    # Shared with the media servers; the built-in key is for loopback labs only.
+    secret: bytes = route_token.DEV_SECRET
+    # The published design's behaviour, so measurements reproduce it by default.
+    rebind: RebindPolicy = RebindPolicy.OFF
+    # The published relay reads USERNAME only; checking costs one HMAC per new flow.
+    verify_integrity: bool = False
+    # > 6 consent intervals (~5 s each, RFC 7675): a live ICE session always
+    # refreshes its flow, and an agent gives up on a silent peer at about this age.
+    idle_timeout_s: float = 30.0
+    # Each flow holds one upstream socket, i.e. one file descriptor; the shell
+    # raises the open-files limit to fit.  When full, new flows are refused and
+    # live ones are never evicted (see the --max-flows help).
+    max_flows: int = 10_000
+    # Checks from new addresses awaiting the backend's answer, per flow (rebind
+    # verified/ssrc): a client with several interfaces checks from each.
+    pending_checks_per_flow: int = 16
+    # The backend answers a forwarded check within milliseconds and every
+    # retransmission refreshes the entry, so a few seconds is generous.
+    pending_check_ttl_s: float = 5.0
+    # Kernel socket buffers: absorb bursts while the loop is busy elsewhere
+    # (the kernel caps this at net.core.rmem_max / wmem_max).
+    socket_buffer_bytes: int = 4 * 1024 * 1024
+    # The faster loop (wire.service.run falls back to asyncio where uvloop is
+    # not installed); "relay listening" logs the loop actually running.
+    loop: LoopKind = LoopKind.UVLOOP
+
+    @property
+    def uses_dev_secret(self) -> bool:
+        return self.secret == route_token.DEV_SECRET
+
+
+# --- building from option values ---------------------------------------------
+
+OPTION_KEYS = (
+    "listen",
+    "admin",
+    "backend",
+    "secret",
+    "rebind",
+    "verify-integrity",
+    "idle-timeout",
+    "max-flows",
+    "loop",
+)
+
+
+def parse_backend(text: str) -> tuple[int, str]:
+    """``ID=HOST`` -> ``(id, host)``."""
+    id_text, sep, host = str(text).partition("=")
+    if not sep or not host.strip():
+        raise ConfigError(f"backend {text!r} is not ID=HOST")
+    return _backend_id(id_text), _host(host.strip())
+
+
+def _backend_id(value: Any) -> int:
+    try:
+        backend_id = int(str(value).strip())
+    except ValueError as exc:
+        raise ConfigError(f"backend id {value!r} is not an integer") from exc
+    if not 0 <= backend_id <= 0xFFFF:
+        raise ConfigError(f"backend id {backend_id} is not in 0..65535 (the token's field)")
+    return backend_id
+
+
+def _host(text: str) -> str:
+    # An IPv6 literal may come bracketed, as in URLs; the socket wants it bare.
+    host = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    if not host:
+        raise ConfigError("empty backend host")
+    return host
+
+
+def _backends(value: Any) -> dict[int, str]:
+    if isinstance(value, Mapping):
+        return {_backend_id(key): _host(str(host).strip()) for key, host in value.items()}
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, Iterable):
+        raise ConfigError(f"backend must be ID=HOST strings or a table, not {value!r}")
+    return dict(parse_backend(item) for item in value)
+
+
+def _address(key: str, value: Any) -> Address:
+    try:
+        return parse_hostport(str(value))
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {exc}") from exc
+
+
+def _number(key: str, value: Any, kind: type[int] | type[float], minimum: float) -> Any:
+    if isinstance(value, bool):
+        raise ConfigError(f"{key} must be a number, not {value!r}")
+    try:
+        number = kind(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{key} must be a number, not {value!r}") from exc
+    if number < minimum:
+        raise ConfigError(f"{key} must be at least {minimum}, not {number}")
+    return number
+
+
+def _choice(key: str, value: Any, kind: type[enum.Enum]) -> Any:
+    try:
+        return kind(str(value).lower())
+    except ValueError as exc:
+        choices = "|".join(str(member.value) for member in kind)
+        raise ConfigError(f"{key} must be one of {choices}, not {value!r}") from exc
+
+
+def _flag(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false, not {value!r}")
+    return value
+
+
+def build_config(
+    layers: Iterable[Mapping[str, Any]], base: RelayConfig | None = None
+) -> RelayConfig:
+    """Fold layers of ``{option name: value}`` onto ``base``; later layers win.
+
+    Option names are those of the command line without dashes in front
+    (``max-flows``; ``max_flows`` is accepted too).  Values may be text or
+    native TOML values.  Unknown names raise :class:`ConfigError`, so a typo
+    in a file does not silently fall back to a default.
+    """
+    config = base or RelayConfig()
+    backends = dict(config.backends)
+    changes: dict[str, Any] = {}
+    for layer in layers:
+        for raw_key, value in layer.items():
+            key = raw_key.replace("_", "-")
+            if key in ("backend", "backends"):
+                backends.update(_backends(value))
+            elif key == "listen":
+                changes["listen"] = _address(key, value)
+            elif key == "admin":
+                changes["admin"] = _address(key, value)
+            elif key == "secret":
+                changes["secret"] = route_token.secret_from_text(str(value))
+            elif key == "rebind":
+                changes["rebind"] = _choice(key, value, RebindPolicy)
+            elif key == "verify-integrity":
+                changes["verify_integrity"] = _flag(key, value)
+            elif key == "idle-timeout":
+                changes["idle_timeout_s"] = _number(key, value, float, 0.001)
+            elif key == "max-flows":
+                changes["max_flows"] = _number(key, value, int, 1)
+            elif key == "loop":
+                changes["loop"] = _choice(key, value, LoopKind)
+            else:
+                known = ", ".join(OPTION_KEYS)
+                raise ConfigError(f"unknown option {raw_key!r} (known: {known})")
+    return replace(config, backends=backends, **changes)
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    """The option values of a TOML file (checked by :func:`build_config`)."""
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"

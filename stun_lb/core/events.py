@@ -1,0 +1,81 @@
+"""What the router decides, as values the shell acts on (aioquic ``events.py`` style).
+
+Two kinds of output:
+
+* a **decision** about the datagram just handed in, returned by the call:
+  :class:`ForwardUp`, :class:`ForwardDown` or :class:`Drop`.  The datagram
+  itself is not repeated inside the decision: the shell still holds it.
+* **events** about the flow table, queued on the router and drained by the
+  shell before it applies the decision: :class:`FlowOpened` (open an upstream
+  socket), :class:`FlowClosed` (close it), :class:`ClientMoved` (log it).
+
+Decisions are immutable and carry no per-packet data, so the router hands out
+one cached instance per flow (and per drop reason) instead of allocating on
+every datagram; the hot path stays allocation-free.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from wire.addr import Address
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardUp:
+    """Send the datagram to the backend on flow ``flow_id``'s upstream socket."""
+
+    flow_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardDown:
+    """Send the datagram out of the public socket to ``client``."""
+
+    client: Address
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    """Do nothing with the datagram; the router has counted it under ``reason``."""
+
+    reason: str
+
+
+Decision = ForwardUp | ForwardDown | Drop
+
+
+@dataclass(frozen=True, slots=True)
+class FlowOpened:
+    """Open a connected upstream socket for ``flow_id`` towards ``backend``."""
+
+    flow_id: int
+    client: Address
+    backend_id: int
+    backend: Address
+
+
+@dataclass(frozen=True, slots=True)
+class FlowClosed:
+    """Close ``flow_id``'s upstream socket; ``reason`` is ``idle`` or a shell error."""
+
+    flow_id: int
+    client: Address
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClientMoved:
+    """Flow ``flow_id`` now sends downstream to ``new`` instead of ``old``.
+
+    ``trigger`` is ``stun_success`` (the backend answered a check sent from
+    ``new``) or ``ssrc`` (an RTP packet from ``new`` carried a known SSRC).
+    """
+
+    flow_id: int
+    old: Address
+    new: Address
+    trigger: str
+
+
+Event = FlowOpened | FlowClosed | ClientMoved

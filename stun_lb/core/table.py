@@ -1,0 +1,174 @@
+"""The flow table: flows indexed by client address and by ICE session.
+
+Two explicit tables with named operations, as pion's UDP mux keeps them:
+
+* **by client address** (canonical ``(host, port)``): the fast path; every
+  datagram from a known client is routed by one dict lookup;
+* **by session** (server ufrag, client ufrag): how a STUN check from a new
+  address finds the session it names (rebind ``verified``/``ssrc``).  Under
+  rebind ``off`` one session may own several flows (one per client address);
+  this table then names the newest.
+
+A third, smaller index maps RTP SSRCs seen from a flow's client to the flow,
+for rebind ``ssrc``.
+
+Idle expiry reads one clock passed in by the caller.  Rather than a timer per
+flow, the table keeps a heap of ``(deadline, flow id)`` that may run early: a
+popped entry whose flow saw traffic since is pushed back with its real
+deadline.  A datagram therefore costs one float assignment, and each flow
+costs at most one heap operation per idle period.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from stun_lb.core.events import ForwardDown, ForwardUp
+from wire.addr import Address
+
+SessionKey = tuple[str, str]  # (server ufrag, client ufrag)
+
+# A voice call shows one or two SSRCs per direction; a client announcing more
+# is noise or abuse and must not grow the index without bound.
+MAX_SSRCS_PER_FLOW = 16
+
+
+@dataclass(frozen=True, slots=True)
+class PendingCheck:
+    """A check from ``client`` forwarded on a flow, awaiting the backend's answer."""
+
+    client: Address
+    expires_at: float
+
+
+@dataclass(slots=True, eq=False)
+class Flow:
+    id: int
+    client: Address
+    backend_id: int
+    backend: Address
+    session: SessionKey
+    created: float
+    # The last datagram FROM the client: what idle expiry reads.  A backend
+    # still sending to a vanished client must not keep its entry alive, and a
+    # live WebRTC client sends consent checks every ~5 s whatever it does.
+    last_seen: float
+    packets_up: int = 0
+    bytes_up: int = 0
+    packets_down: int = 0
+    bytes_down: int = 0
+    ssrcs: set[int] = field(default_factory=set)
+    # transaction id -> the new address the check came from (rebind verified/ssrc)
+    pending: dict[bytes, PendingCheck] = field(default_factory=dict)
+    # The router's decisions for this flow, made once (see events.py).
+    forward_up: ForwardUp = field(init=False)
+    forward_down: ForwardDown = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.forward_up = ForwardUp(self.id)
+        self.forward_down = ForwardDown(self.client)
+
+
+class FlowTable:
+    def __init__(self, idle_timeout_s: float, max_flows: int) -> None:
+        self.idle_timeout_s = idle_timeout_s
+        self.max_flows = max_flows
+        self._flows: dict[int, Flow] = {}
+        self._by_client: dict[Address, Flow] = {}
+        self._by_session: dict[SessionKey, Flow] = {}
+        self._by_ssrc: dict[int, Flow] = {}
+        self._deadlines: list[tuple[float, int]] = []
+        self._next_id = 1
+        # The fast path's one lookup, bound straight to the dict: a wrapper
+        # method would cost as much as the lookup itself.
+        self.lookup_client: Callable[[Address], Flow | None] = self._by_client.get
+        self.get: Callable[[int], Flow | None] = self._flows.get
+
+    def __len__(self) -> int:
+        return len(self._flows)
+
+    def __iter__(self) -> Iterator[Flow]:
+        return iter(list(self._flows.values()))
+
+    @property
+    def full(self) -> bool:
+        return len(self._flows) >= self.max_flows
+
+    def lookup_session(self, session: SessionKey) -> Flow | None:
+        return self._by_session.get(session)
+
+    def lookup_ssrc(self, ssrc: int) -> Flow | None:
+        return self._by_ssrc.get(ssrc)
+
+    def open(
+        self,
+        client: Address,
+        backend_id: int,
+        backend: Address,
+        session: SessionKey,
+        now: float,
+    ) -> Flow:
+        """A new flow for ``client``; the caller checked :attr:`full` and the address."""
+        assert client not in self._by_client, "open() on an address that has a flow"
+        assert not self.full, "open() on a full table"
+        flow = Flow(self._next_id, client, backend_id, backend, session, now, now)
+        self._next_id += 1
+        self._flows[flow.id] = flow
+        self._by_client[client] = flow
+        self._by_session[session] = flow
+        heapq.heappush(self._deadlines, (now + self.idle_timeout_s, flow.id))
+        return flow
+
+    def move_client(self, flow: Flow, new: Address) -> bool:
+        """Point ``flow`` (and the address table) at ``new``; False if another flow has it."""
+        owner = self._by_client.get(new)
+        if owner is flow:
+            return True
+        if owner is not None:
+            return False
+        del self._by_client[flow.client]
+        self._by_client[new] = flow
+        flow.client = new
+        flow.forward_down = ForwardDown(new)
+        return True
+
+    def learn_ssrc(self, flow: Flow, ssrc: int) -> None:
+        """Remember that ``flow``'s client sends ``ssrc``; the first flow to claim one keeps it."""
+        if len(flow.ssrcs) >= MAX_SSRCS_PER_FLOW:
+            return
+        flow.ssrcs.add(ssrc)
+        self._by_ssrc.setdefault(ssrc, flow)
+
+    def close(self, flow: Flow) -> None:
+        if self._flows.pop(flow.id, None) is None:
+            return
+        if self._by_client.get(flow.client) is flow:
+            del self._by_client[flow.client]
+        if self._by_session.get(flow.session) is flow:
+            del self._by_session[flow.session]
+        for ssrc in flow.ssrcs:
+            if self._by_ssrc.get(ssrc) is flow:
+                del self._by_ssrc[ssrc]
+
+    def expire(self, now: float) -> list[Flow]:
+        """Close and return every flow whose client has been silent for the idle timeout."""
+        expired: list[Flow] = []
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            _, flow_id = heapq.heappop(deadlines)
+            flow = self._flows.get(flow_id)
+            if flow is None:
+                continue  # closed for another reason; its entry was left behind
+            deadline = flow.last_seen + self.idle_timeout_s
+            if deadline <= now:
+                self.close(flow)
+                expired.append(flow)
+            else:
+                heapq.heappush(deadlines, (deadline, flow_id))
+        return expired
+
+    def next_expiry(self) -> float | None:
+        """When :meth:`expire` may next have work (possibly early, never late)."""
+        return self._deadlines[0][0] if self._deadlines else None

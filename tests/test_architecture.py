@@ -1,0 +1,89 @@
+"""Imports flow one way (DESIGN.md "Parts"), checked by reading the source.
+
+- ``wire`` imports nothing of ours;
+- the three servers never import one another (they talk HTTP and UDP) nor the lab;
+- every ``core`` package imports only the standard library, numpy, ``wire`` and itself;
+- the lab starts servers but reaches into none of their internals: from a server
+  it may import only the click command (to register it) and
+  ``webrtc_server.aioice_patch`` (the one place that knows aiortc's private parts).
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+OURS = {"wire", "stun_lb", "webrtc_server", "signaling", "lab"}
+SERVERS = {"stun_lb", "webrtc_server", "signaling"}
+LAB_MAY_IMPORT = {
+    "stun_lb.cli",
+    "webrtc_server.cli",
+    "signaling.cli",
+    "webrtc_server.aioice_patch",
+}
+
+
+def imports_of(path: Path) -> set[str]:
+    modules: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            # "from X import a" names X.a: a submodule or an attribute of X.
+            modules.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return modules
+
+
+def sources(package: str) -> list[Path]:
+    paths = sorted((ROOT / package).rglob("*.py"))
+    assert paths, f"no sources under {package}/"
+    return paths
+
+
+def ours(module: str) -> str | None:
+    top = module.split(".")[0]
+    return top if top in OURS else None
+
+
+@pytest.mark.parametrize("path", sources("wire"), ids=lambda p: p.name)
+def test_wire_imports_nothing_of_ours(path: Path) -> None:
+    assert {m for m in imports_of(path) if ours(m) not in (None, "wire")} == set()
+
+
+@pytest.mark.parametrize("server", sorted(SERVERS))
+def test_servers_import_only_wire_and_themselves(server: str) -> None:
+    for path in sources(server):
+        foreign = {m for m in imports_of(path) if ours(m) not in (None, "wire", server)}
+        assert not foreign, f"{path.relative_to(ROOT)} imports {sorted(foreign)}"
+
+
+@pytest.mark.parametrize("package", ["stun_lb", "webrtc_server", "signaling", "lab/netem"])
+def test_cores_are_pure(package: str) -> None:
+    core = ROOT / package / "core"
+    paths = sorted(core.rglob("*.py")) if core.is_dir() else [ROOT / package / "core.py"]
+    assert paths and all(p.exists() for p in paths), f"{package} has no core"
+    allowed_third_party = {"numpy"}
+    for path in paths:
+        for module in imports_of(path):
+            top = module.split(".")[0]
+            ok = (
+                top in sys.stdlib_module_names and top not in {"asyncio", "socket", "time"}
+            ) or top in allowed_third_party or top == "wire" or module.startswith(
+                package.replace("/", ".")
+            ) or top == "__future__"
+            assert ok, f"{path.relative_to(ROOT)} imports {module}"
+
+
+def test_lab_reaches_into_no_server() -> None:
+    for path in sources("lab"):
+        for module in imports_of(path):
+            top = ours(module)
+            if top in SERVERS:
+                assert any(
+                    module == allowed or module.startswith(allowed + ".")
+                    for allowed in LAB_MAY_IMPORT
+                ), f"{path.relative_to(ROOT)} imports {module}"
