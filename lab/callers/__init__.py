@@ -1,0 +1,1 @@
+"""Synthetic callers: a real aiortc peer that speaks, listens and measures."""

@@ -1,0 +1,161 @@
+"""The media server's internal HTTP API (signaling is its only intended client).
+
+- ``POST /sessions`` (``application/sdp`` offer) -> 201, the answer,
+  ``Location: /sessions/{id}`` and ``X-Rtclab-Backend``.
+- ``GET /sessions``, ``GET /sessions/{id}``, ``DELETE /sessions/{id}`` -> 204.
+- ``POST /drain``: refuse new sessions (503 + Retry-After); existing ones finish.
+- ``/healthz`` ``{status, backend_id, sessions, draining}`` and ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from webrtc_server import aioice_patch
+from webrtc_server.config import MediaConfig, Topology
+from webrtc_server.core.answer import prepare_offer
+from webrtc_server.core.phases import CloseReason
+from webrtc_server.metrics import MediaMetrics
+from webrtc_server.registry import SessionRegistry
+from webrtc_server.session import MediaSession
+from wire.addr import format_hostport
+from wire.sdp import SdpError
+from wire.service import ApiError, create_base_app
+
+log = logging.getLogger("rtclab.media")
+
+CONFIG = web.AppKey("config", MediaConfig)
+SESSIONS = web.AppKey("sessions", SessionRegistry[MediaSession])
+METRICS = web.AppKey("metrics", MediaMetrics)
+
+SDP = "application/sdp"
+BACKEND_HEADER = "X-Rtclab-Backend"
+
+
+def create_app(config: MediaConfig) -> web.Application:
+    aioice_patch.install()
+    registry = CollectorRegistry()
+    metrics = MediaMetrics(registry)
+    sessions: SessionRegistry[MediaSession] = SessionRegistry()
+
+    def health() -> dict[str, Any]:
+        return {
+            "backend_id": config.backend_id,
+            "sessions": len(sessions),
+            "draining": sessions.draining,
+            "topology": config.topology.value,
+            "relay": format_hostport(config.relay) if config.topology is Topology.RELAY else None,
+        }
+
+    app = create_base_app(registry, health, client_max_size=config.max_offer_bytes)
+    app[CONFIG] = config
+    app[SESSIONS] = sessions
+    app[METRICS] = metrics
+    app.router.add_post("/sessions", create_session)
+    app.router.add_get("/sessions", list_sessions)
+    app.router.add_get("/sessions/{id}", get_session)
+    app.router.add_delete("/sessions/{id}", delete_session)
+    app.router.add_post("/drain", drain)
+    app.cleanup_ctx.append(_close_sessions_on_exit)
+    return app
+
+
+async def _close_sessions_on_exit(app: web.Application) -> AsyncIterator[None]:
+    yield
+    sessions = app[SESSIONS]
+    if len(sessions):
+        log.info("closing sessions", extra={"sessions": len(sessions)})
+    await sessions.close_all(CloseReason.SHUTDOWN)
+
+
+def _reject(app: web.Application, status: int, code: str, message: str, **headers: str) -> ApiError:
+    app[METRICS].offers_rejected.labels(code=code).inc()
+    return ApiError(status, code, message, headers or None)
+
+
+async def create_session(request: web.Request) -> web.Response:
+    app = request.app
+    config, sessions, metrics = app[CONFIG], app[SESSIONS], app[METRICS]
+    if request.content_type != SDP:
+        raise _reject(
+            app,
+            415,
+            "unsupported_media_type",
+            f"the offer must be {SDP}, not {request.content_type}",
+        )
+    if sessions.draining:
+        raise _reject(
+            app,
+            503,
+            "draining",
+            "this media server is draining and takes no new sessions",
+            **{"Retry-After": str(config.drain_retry_after_s)},
+        )
+    text = await request.text()
+    try:
+        offer = prepare_offer(text)
+    except SdpError as exc:
+        status = 422 if exc.code == "no_audio" else 400
+        raise _reject(app, status, exc.code, str(exc)) from exc
+
+    session = MediaSession(sessions.new_id(), config, metrics, on_closed=_forget(app))
+    sessions.add(session)
+    metrics.sessions.set(len(sessions))
+    try:
+        answer = await session.answer(offer)
+    except Exception as exc:
+        await session.close(CloseReason.ANSWER_ERROR)
+        if isinstance(exc, ApiError):
+            app[METRICS].offers_rejected.labels(code=exc.code).inc()
+        raise
+    metrics.sessions_created.inc()
+    return web.Response(
+        status=201,
+        text=answer,
+        content_type=SDP,
+        headers={"Location": f"/sessions/{session.id}", BACKEND_HEADER: str(config.backend_id)},
+    )
+
+
+def _forget(app: web.Application) -> Callable[[MediaSession], None]:
+    def on_closed(session: MediaSession) -> None:
+        app[SESSIONS].remove(session)
+        app[METRICS].sessions.set(len(app[SESSIONS]))
+
+    return on_closed
+
+
+def _session(request: web.Request) -> MediaSession:
+    session_id = request.match_info["id"]
+    session = request.app[SESSIONS].get(session_id)
+    if session is None:
+        raise ApiError(404, "session_not_found", f"no session {session_id!r}")
+    return session
+
+
+async def list_sessions(request: web.Request) -> web.Response:
+    return web.json_response([session.to_json() for session in request.app[SESSIONS]])
+
+
+async def get_session(request: web.Request) -> web.Response:
+    return web.json_response(_session(request).to_json())
+
+
+async def delete_session(request: web.Request) -> web.Response:
+    session = _session(request)
+    await session.close(CloseReason.DELETED)
+    return web.Response(status=204)
+
+
+async def drain(request: web.Request) -> web.Response:
+    sessions = request.app[SESSIONS]
+    if not sessions.draining:
+        log.info("draining", extra={"sessions": len(sessions)})
+    sessions.draining = True
+    request.app[METRICS].draining.set(1)
+    return web.json_response({"draining": True, "sessions": len(sessions)})
