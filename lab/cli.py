@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import signal
+import sys
+from typing import Any
+
 import click
+
+from wire import route_token
+from wire.logs import configure as configure_logging
+from wire.service import logging_options, secret_option
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -13,11 +23,223 @@ def main() -> None:
     It runs the WebRTC design large voice-AI services publish (HTTP signaling,
     media servers that terminate every session, a UDP relay on one port that
     routes by ICE ufrag) on loopback, and measures its failure modes.
+
+    \b
+    Start here:
+      rtclab up                      the whole stack, until Ctrl-C
+      rtclab call --signaling URL    one synthetic voice call, its measured result
+      rtclab scenario list           the scripted failure scenarios
     """
 
 
-def _register() -> None:
+# --- rtclab up ----------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--media-servers",
+    type=click.IntRange(1, 64),
+    default=2,
+    show_default=True,
+    help="How many media servers (aiortc transceivers) to start.",
+)
+@click.option(
+    "--rebind",
+    type=click.Choice(["off", "verified", "ssrc"]),
+    default="off",
+    show_default=True,
+    help="Relay policy when a known session's STUN arrives from a new address "
+    "(see `rtclab lb --help`).",
+)
+@click.option(
+    "--topology",
+    type=click.Choice(["relay", "direct"]),
+    default="relay",
+    show_default=True,
+    help="relay: callers reach media servers only through the one-port relay. "
+    "direct: each session exposes its own UDP port (no relay process).",
+)
+@click.option(
+    "--free-ports",
+    is_flag=True,
+    help="Pick free ports instead of the well-known 8080 (signaling), 3478 (relay), "
+    "9478 (relay admin), 8101.. (media).",
+)
+@click.option(
+    "--log-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where each part writes its log. [default: a new temporary directory]",
+)
+@click.option(
+    "--media-arg",
+    "media_args",
+    multiple=True,
+    metavar="ARG",
+    help="Extra argument for every media server, e.g. --media-arg=--response-seconds=3.",
+)
+@click.option(
+    "--relay-arg",
+    "relay_args",
+    multiple=True,
+    metavar="ARG",
+    help="Extra argument for the relay, e.g. --relay-arg=--verify-integrity.",
+)
+@logging_options
+def up(
+    media_servers: int,
+    rebind: str,
+    topology: str,
+    free_ports: bool,
+    log_dir: str | None,
+    media_args: tuple[str, ...],
+    relay_args: tuple[str, ...],
+    log_level: str,
+    log_format: str,
+) -> None:
+    """Start the whole stack on loopback and run until SIGINT/SIGTERM.
+
+    Prints ONE JSON line with the endpoints once every part is healthy (signaling
+    URL, offer URL, relay address, relay admin URL, media servers, log directory),
+    then stops every child on the way out.
+    """
+    from pathlib import Path
+
+    from lab.stack import Stack, StackConfig
+
+    configure_logging(log_level, log_format)
+    options: dict[str, Any] = {
+        "media_servers": media_servers,
+        "rebind": rebind,
+        "topology": topology,
+        "log_dir": Path(log_dir) if log_dir else None,
+        "log_level": log_level,
+        "media_args": media_args,
+        "relay_args": relay_args,
+    }
+    config = StackConfig(**options) if free_ports else StackConfig.fixed_ports(**options)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with Stack(config) as stack:
+            click.echo(json.dumps(stack.endpoints()), nl=True)
+            sys.stdout.flush()
+            await stop.wait()
+
+    asyncio.run(run())
+
+
+# --- rtclab call --------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--signaling",
+    "signaling_url",
+    default="http://127.0.0.1:8080",
+    show_default=True,
+    help="Base URL of the signaling service (the caller POSTs to URL/v1/calls).",
+)
+@click.option(
+    "--seconds",
+    type=click.FloatRange(1.0, 3600.0),
+    default=8.0,
+    show_default=True,
+    help="How long the call lasts.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the call result as one JSON object.")
+@logging_options
+def call(
+    signaling_url: str, seconds: float, as_json: bool, log_level: str, log_format: str
+) -> None:
+    """Make one synthetic voice call and print its measured result.
+
+    The caller is a real aiortc peer: it speaks speech-like utterances with
+    pauses, hears the agent answer, and measures setup time per phase, loss and
+    largest gap in each direction, and turn latency.  Exit status 1 if the call
+    failed.
+    """
+    from lab.callers.aiortc_caller import run_call
+    from lab.report.text import call_summary
+
+    configure_logging("WARNING" if log_level.upper() == "INFO" else log_level, log_format)
+    result = asyncio.run(run_call(f"{signaling_url.rstrip('/')}/v1/calls", seconds=seconds))
+    click.echo(json.dumps(result) if as_json else call_summary(result))
+    sys.exit(0 if result.get("ok") else 1)
+
+
+# --- rtclab token -------------------------------------------------------------
+
+
+@main.group()
+def token() -> None:
+    """Encode or decode route tokens (server ICE ufrags), e.g. from a capture."""
+
+
+@token.command("encode")
+@click.option(
+    "--backend",
+    "backend_id",
+    type=click.IntRange(0, 0xFFFF),
+    required=True,
+    help="Backend id the relay maps to a media server host.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(1, 0xFFFF),
+    required=True,
+    help="The session's UDP port on that media server.",
+)
+@secret_option
+def token_encode(backend_id: int, port: int, secret: str | None) -> None:
+    """Print a fresh token for BACKEND and PORT, with its ICE password, as JSON."""
+    key = route_token.secret_from_text(secret)
+    ufrag = route_token.encode(key, backend_id, port)
+    click.echo(
+        json.dumps(
+            {
+                "ufrag": ufrag,
+                "ice_password": route_token.ice_password(key, ufrag),
+                "backend_id": backend_id,
+                "port": port,
+            }
+        )
+    )
+
+
+@token.command("decode")
+@click.argument("ufrag")
+@secret_option
+def token_decode(ufrag: str, secret: str | None) -> None:
+    """Check UFRAG (or a whole `server:client` USERNAME) and print its fields as JSON."""
+    key = route_token.secret_from_text(secret)
+    server_ufrag = route_token.server_ufrag(ufrag)
+    try:
+        decoded = route_token.decode(key, server_ufrag)
+    except route_token.TokenError as exc:
+        click.echo(json.dumps({"ufrag": server_ufrag, "valid": False, "error": str(exc)}))
+        sys.exit(1)
+    click.echo(
+        json.dumps(
+            {
+                "ufrag": server_ufrag,
+                "valid": True,
+                "version": decoded.version,
+                "backend_id": decoded.backend_id,
+                "port": decoded.port,
+                "nonce": decoded.nonce,
+                "ice_password": route_token.ice_password(key, server_ufrag),
+            }
+        )
+    )
+
+
+def _register_servers() -> None:
     # Each server owns its command; the lab only gathers them under one name.
+    from lab.netem.cli import command as netem_command
     from signaling.cli import command as signaling_command
     from stun_lb.cli import command as lb_command
     from webrtc_server.cli import command as media_command
@@ -25,6 +247,7 @@ def _register() -> None:
     main.add_command(lb_command, "lb")
     main.add_command(media_command, "media")
     main.add_command(signaling_command, "signaling")
+    main.add_command(netem_command, "netem")
 
 
-_register()
+_register_servers()
