@@ -124,7 +124,7 @@ async def create_session(request: web.Request) -> web.Response:
 
 def _forget(app: web.Application) -> Callable[[MediaSession], None]:
     def on_closed(session: MediaSession) -> None:
-        app[SESSIONS].remove(session)
+        app[SESSIONS].remove(session, session.to_json())
         app[METRICS].sessions.set(len(app[SESSIONS]))
 
     return on_closed
@@ -139,10 +139,20 @@ def _session(request: web.Request) -> MediaSession:
 
 
 async def list_sessions(request: web.Request) -> web.Response:
-    return web.json_response([session.to_json() for session in request.app[SESSIONS]])
+    """Live sessions; with ``?closed=1`` also the last report of recently closed ones."""
+    sessions = request.app[SESSIONS]
+    body = [session.to_json() for session in sessions]
+    if request.query.get("closed") in ("1", "true"):
+        body += list(sessions.closed.values())
+    return web.json_response(body)
 
 
 async def get_session(request: web.Request) -> web.Response:
+    """A live session, or the last report of a recently closed one (state ``closed``)."""
+    session_id = request.match_info["id"]
+    final = request.app[SESSIONS].closed.get(session_id)
+    if final is not None and request.app[SESSIONS].get(session_id) is None:
+        return web.json_response(final)
     return web.json_response(_session(request).to_json())
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections import OrderedDict
 from collections.abc import Iterator
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from webrtc_server.core.phases import CloseReason
 
@@ -20,11 +21,18 @@ class Closable(Protocol):
 S = TypeVar("S", bound=Closable)
 
 
+# Closed sessions stay readable for a while: a lab asks "when did the server give
+# up on this call, and why?" after the fact.  Bounded, so a long run stays flat.
+CLOSED_KEPT = 512
+
+
 class SessionRegistry(Generic[S]):
-    """Sessions by id.  A session removes itself when it closes, whatever closed it."""
+    """Sessions by id.  A session removes itself when it closes, whatever closed it;
+    its last report stays in :attr:`closed` (the newest :data:`CLOSED_KEPT`)."""
 
     def __init__(self) -> None:
         self._sessions: dict[str, S] = {}
+        self.closed: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.draining = False
 
     def new_id(self) -> str:
@@ -38,9 +46,13 @@ class SessionRegistry(Generic[S]):
         assert session.id not in self._sessions, "session ids are unique"
         self._sessions[session.id] = session
 
-    def remove(self, session: S) -> None:
+    def remove(self, session: S, final_report: dict[str, Any] | None = None) -> None:
         if self._sessions.get(session.id) is session:
             del self._sessions[session.id]
+        if final_report is not None:
+            self.closed[session.id] = final_report
+            while len(self.closed) > CLOSED_KEPT:
+                self.closed.popitem(last=False)
 
     def get(self, session_id: str) -> S | None:
         return self._sessions.get(session_id)

@@ -309,6 +309,21 @@ class MediaSession:
 
     # --- reporting ----------------------------------------------------------------
 
+    def _epoch(self, at_s: float | None) -> float | None:
+        """A time on the session clock as Unix time, so other processes can line it up."""
+        if at_s is None:
+            return None
+        return round(self.created_epoch + (at_s - self.lifecycle.created_s), 6)
+
+    def _uplink_timeline(self) -> dict[str, Any]:
+        """When the caller's audio arrived: first, last, and every stall (Unix time, s)."""
+        stats = self.uplink
+        return {
+            "first": self._epoch(stats.first_arrival_s),
+            "last": self._epoch(stats.last_arrival_s),
+            "gaps": [[self._epoch(start), round(gap, 6)] for start, gap in stats.gaps],
+        }
+
     def to_json(self) -> dict[str, Any]:
         now = self._clock()
         if self.lifecycle.phase is Phase.CONNECTED:
@@ -339,6 +354,8 @@ class MediaSession:
             "connection_state": self._pc.connectionState,
             "setup_ms": self.lifecycle.setup_ms(),
             "uplink": self.uplink.snapshot(until_s=now if live else None),
+            "uplink_timeline": self._uplink_timeline(),
+            "closed": self._epoch(self.lifecycle.closed_s),
             "downlink_sent": self.downlink_sent,
             "agent": {"phase": self.agent.phase.value, "superseded": self.agent.superseded},
             "turns": [turn_timings(turn, self._events.ms) for turn in self.agent.turns],

@@ -38,6 +38,19 @@ def error_text(body: str) -> str:
         return body[:200]
 
 
+# What the caller keeps of the media server's own report on the session.
+SERVER_VIEW_KEYS = (
+    "id",
+    "remote",
+    "server_ufrag",
+    "local_port",
+    "state",
+    "close_reason",
+    "closed",
+    "uplink_timeline",
+)
+
+
 @dataclass
 class CallRecord:
     keep_arrivals: bool = False
@@ -139,11 +152,7 @@ class CallRecord:
             "agent_turns": self.agent_turns,
             "local_address": format_hostport(self.local) if self.local else None,
             "remote_address": format_hostport(self.remote) if self.remote else None,
-            "server_view": (
-                {key: server.get(key) for key in ("id", "remote", "server_ufrag", "local_port")}
-                if server
-                else None
-            ),
+            "server_view": ({key: server.get(key) for key in SERVER_VIEW_KEYS} if server else None),
         }
         if self.keep_events:
             result["events"] = self.events

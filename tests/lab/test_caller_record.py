@@ -75,6 +75,10 @@ def test_a_call_result_from_observations() -> None:
         "remote": "127.0.0.1:40000",
         "server_ufrag": "AQAB",
         "local_port": 50000,
+        "state": None,
+        "close_reason": None,
+        "closed": None,
+        "uplink_timeline": None,
     }
     assert len(result["arrivals_ms"]) == 200
     json.dumps(result)

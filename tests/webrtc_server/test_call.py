@@ -67,6 +67,10 @@ async def test_call_audio_both_ways_events_and_a_measured_turn(
 
     # The server saw the caller's own socket (no relay in direct topology).
     assert result["server_view"]["remote"] == result["local_address"]
+    # Its uplink timeline is in Unix time, so a lab can line it up with the caller's.
+    timeline = result["server_view"]["uplink_timeline"]
+    assert result["started"] < timeline["first"] < timeline["last"]
+    assert timeline["last"] - timeline["first"] > 4.0
 
     # Hung up: nothing left, and the metrics saw the turn.
     assert await (await client.get("/sessions")).json() == []

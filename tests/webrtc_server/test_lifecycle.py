@@ -22,11 +22,18 @@ async def _create(client: Any, offer: str) -> tuple[str, str, dict[str, Any]]:
     return location, answer, await (await client.get(location)).json()
 
 
-async def _gone(client: Any, location: str) -> None:
+async def _gone(client: Any, location: str) -> dict[str, Any]:
+    """Wait until the session is closed; return its final report."""
+    final: dict[str, Any] = {}
+
     async def gone() -> bool:
-        return bool((await client.get(location)).status == 404)
+        response = await client.get(location)
+        assert response.status == 200, "a closed session stays readable"
+        final.update(await response.json())
+        return bool(final["state"] == "closed")
 
     await eventually(gone)
+    return final
 
 
 async def _connected(client: Any, location: str) -> None:
@@ -61,7 +68,8 @@ async def test_a_caller_that_never_arrives_is_closed_by_the_setup_timeout(
     _pc, offer = await make_offer()
     location, _answer, session = await _create(client, offer)
     assert session["local_port"] in udp_ports_open()
-    await _gone(client, location)
+    final = await _gone(client, location)
+    assert final["close_reason"] == "setup_timeout" and final["closed"] >= final["created"]
     assert session["local_port"] not in udp_ports_open()
     metrics = await (await client.get("/metrics")).text()
     assert _metric(metrics, 'rtclab_media_sessions_closed_total{reason="setup_timeout"}') == 1
@@ -80,8 +88,13 @@ async def test_delete_closes_the_session_and_its_socket(
 
     response = await client.delete(location)
     assert response.status == 204
-    assert (await client.get(location)).status == 404
+    final = await (await client.get(location)).json()
+    assert (final["state"], final["close_reason"]) == ("closed", "deleted")
     assert await (await client.get("/sessions")).json() == []
+    assert [s["id"] for s in await (await client.get("/sessions?closed=1")).json()] == [
+        session["id"]
+    ]
+    assert (await client.delete(location)).status == 404  # only live sessions can be ended
     assert session["local_port"] not in udp_ports_open()
     assert session_object.closed and session_object.lifecycle.close_reason is not None
     # No task of the session outlives it (aiortc's own included).
