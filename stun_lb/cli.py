@@ -36,6 +36,9 @@ _CONFIG_PARAMS = {
     "idle_timeout": "idle-timeout",
     "max_flows": "max-flows",
     "loop": "loop",
+    "workers": "workers",
+    "reuse_port": "reuse-port",
+    "state": "state",
 }
 
 
@@ -46,6 +49,19 @@ Example, two media servers on this machine (ids 1 and 2, as in their tokens):
   rtclab lb --backend 1=127.0.0.1 --backend 2=127.0.0.1
   python -m stun_lb --listen 0.0.0.0:3478 --backend 1=10.0.0.11 --backend 2=10.0.0.12 \\
       --secret "$RTCLAB_SECRET" --rebind verified --verify-integrity
+
+\b
+Two worker processes on one port, one admin address:
+  rtclab lb --workers 2 --listen 127.0.0.1:3478 --backend 1=127.0.0.1
+
+\b
+Two independent relays on one port sharing flows through Redis (each needs its
+own --admin); kill either and the kernel moves its clients to the other, which
+finds their flows in Redis at their first packet:
+  rtclab lb --reuse-port --state redis://127.0.0.1:6379/0 --admin 127.0.0.1:9478 \\
+      --listen 127.0.0.1:3478 --backend 1=127.0.0.1
+  rtclab lb --reuse-port --state redis://127.0.0.1:6379/0 --admin 127.0.0.1:9479 \\
+      --listen 127.0.0.1:3478 --backend 1=127.0.0.1
 """,
 )
 @click.option(
@@ -77,7 +93,8 @@ Example, two media servers on this machine (ids 1 and 2, as in their tokens):
     type=click.Path(exists=True, dir_okay=False),
     default=None,
     help="TOML file with the same keys as these options (listen, admin, backend = "
-    '["ID=HOST", ...], secret, rebind, verify-integrity, idle-timeout, max-flows, loop).  '
+    '["ID=HOST", ...], secret, rebind, verify-integrity, idle-timeout, max-flows, loop, '
+    "workers, reuse-port, state).  "
     "Options given on the command line (or in the environment) win; backends merge by id.",
 )
 @secret_option
@@ -133,6 +150,49 @@ Example, two media servers on this machine (ids 1 and 2, as in their tokens):
     "not installed) or asyncio.  The relay reads datagrams the same way on both; uvloop "
     "costs about 10% less CPU per datagram here.",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=_DEFAULTS.workers,
+    show_default=True,
+    metavar="N",
+    help="Relay processes sharing the --listen port (SO_REUSEPORT; implies --reuse-port): "
+    "the kernel hashes each client address onto one, and each keeps its own flow table "
+    "(--max-flows applies to each).  The parent serves --admin: /metrics carries a worker "
+    "label, /flows and /healthz list every worker.  A worker that dies is logged and shown "
+    "in /healthz (status degraded) but NOT restarted: a new one would rehash the clients of "
+    "healthy workers too; the parent exits 1 when none is left.  Needs a fixed port.",
+)
+@click.option(
+    "--reuse-port/--no-reuse-port",
+    default=_DEFAULTS.reuse_port,
+    show_default=True,
+    help="Let other relay processes of the same user bind the same --listen address, so "
+    "several independent relays (each with its own --admin) share one public port.  The "
+    "kernel hashes each client address onto one of them; when one stops or dies its "
+    "clients move to the others, which know them only from --state redis (or from their "
+    "next STUN check).  Off, a second relay on the port fails to start.",
+)
+@click.option(
+    "--state",
+    metavar="memory|redis://HOST:PORT[/DB]",
+    default="memory",
+    show_default=True,
+    help="Where flows live.  memory: in this process only (the published design); a "
+    "relay that never saw a client drops its media as unknown_source until its next STUN "
+    "consent check (~5 s).  redis://...: also in Redis, one entry per client address, "
+    "written when a flow opens or moves and refreshed while it is active, expiring with "
+    "it.  Media from an unknown address is held (a few datagrams per address) while "
+    "Redis is asked, off the forwarding path; if found, the flow is opened on the same "
+    "upstream address the backend already knows, when it is free, and the held datagrams "
+    "go on.  A STUN check that would open a flow asks first too (one Redis round trip per "
+    "new call).  Lookups are bounded (too many: lookup_busy; checks then go ahead "
+    "unasked) and misses remembered for a second.  If Redis is down, known flows keep "
+    "forwarding, new ones open without it, and errors are counted.  "
+    "Use Redis when calls must survive a relay dying or restarting: several relays on "
+    "one port (--reuse-port, --workers), or one relay restarted in place.  Relays sharing "
+    "a Redis must share --secret and backend ids.",
+)
 @logging_options
 @click.pass_context
 def command(
@@ -173,13 +233,23 @@ def command(
             "tokens; set --secret or RTCLAB_SECRET"
         )
     try:
-        run(_serve(config), use_uvloop=config.loop is LoopKind.UVLOOP)
+        run(_serve(config, log_level, log_format), use_uvloop=config.loop is LoopKind.UVLOOP)
     except OSError as exc:
         raise click.ClickException(f"cannot start the relay: {exc}") from exc
+    except RuntimeError as exc:  # WorkersLost
+        raise click.ClickException(str(exc)) from exc
 
 
-async def _serve(config: RelayConfig) -> None:
-    from stun_lb.io.admin import create_app
-
+async def _serve(config: RelayConfig, log_level: str, log_format: str) -> None:
     host, port = config.admin
-    await serve_until_signalled(create_app(config), host, port)
+    if config.workers == 1:
+        from stun_lb.io.admin import create_app
+
+        await serve_until_signalled(create_app(config), host, port)
+        return
+    from stun_lb.io.workers import WORKERS, WorkersLost, create_supervisor_app
+
+    app = create_supervisor_app(config, log_level, log_format)
+    await serve_until_signalled(app, host, port)
+    if app[WORKERS].all_dead:
+        raise WorkersLost("every worker exited")

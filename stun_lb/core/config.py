@@ -11,6 +11,9 @@ The same option names work on the command line and in a TOML file::
     max-flows = 10000
     loop = "uvloop"
     secret = "..."
+    workers = 2
+    reuse-port = true
+    state = "redis://127.0.0.1:6379/0"
 
 :func:`build_config` folds layers in order (defaults, file, environment,
 command line), later layers winning; backends merge per id, so a file can list
@@ -22,6 +25,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 import tomllib
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -88,10 +92,59 @@ class RelayConfig:
     # The faster loop (wire.service.run falls back to asyncio where uvloop is
     # not installed); "relay listening" logs the loop actually running.
     loop: LoopKind = LoopKind.UVLOOP
+    # One process, as published for a single relay; more share the port (below).
+    workers: int = 1
+    # Off: a second process binding the same port fails loudly instead of
+    # silently taking half the clients.  On (implied by workers > 1), several
+    # processes of the same user share the port and the kernel spreads client
+    # addresses over them (SO_REUSEPORT).
+    reuse_port: bool = False
+    # None: flows live only in this process's table (the published relay's
+    # in-memory entry).  A redis:// URL: flows are also written to Redis so
+    # another relay on the same address can take them over.
+    state_url: str | None = None
+
+    # --- shared state (only with state_url); see stun_lb.core.state ----------
+    # A Redis round trip on a LAN is well under a millisecond, and an audio
+    # stream sends one packet per 20 ms: 4 packets is 80 ms of waiting, more
+    # than any healthy lookup needs.  Later packets are dropped, not queued.
+    lookup_hold_packets: int = 4
+    # Lookups in flight at once.  A dead relay's clients arrive within one
+    # packet interval of each other; 128 concurrent GETs cost Redis a few
+    # milliseconds, and a flood of forged sources beyond this is dropped here
+    # without reaching Redis.
+    max_lookups_in_flight: int = 128
+    # Bytes held across all pending lookups: a bound on memory whatever the
+    # datagram sizes (128 x 4 full-size datagrams would be 32 MiB).
+    lookup_hold_bytes: int = 1024 * 1024
+    # An address Redis did not know is not asked about again for this long.
+    # Short, so a flow another relay writes moments later is still found soon;
+    # long enough that a source sending 50 packets/s costs one lookup per second.
+    negative_ttl_s: float = 1.0
+    # Bound on remembered misses (a flood of unique forged sources); the
+    # oldest is forgotten first.  64 Ki entries are a few MiB.
+    negative_cache_size: int = 65536
+    # Every Redis command gives up after this long: a lookup older than this
+    # holds audio the jitter buffer has given up on anyway.
+    state_timeout_s: float = 0.5
+    # After a failed write the writer waits this long before trying again
+    # (writes coalesce meanwhile), so a Redis outage costs it one attempt per
+    # second, not one per new flow.
+    state_retry_s: float = 1.0
 
     @property
     def uses_dev_secret(self) -> bool:
         return self.secret == route_token.DEV_SECRET
+
+    @property
+    def state_refresh_interval_s(self) -> float:
+        """How often an active flow's entry is rewritten: a third of the idle timeout.
+
+        Each write sets the entry to expire when the flow would, so an entry
+        outlives its last refresh by at least two intervals: an active flow's
+        entry never lapses, and an idle one lapses with the flow.
+        """
+        return self.idle_timeout_s / 3
 
 
 # --- building from option values ---------------------------------------------
@@ -106,7 +159,48 @@ OPTION_KEYS = (
     "idle-timeout",
     "max-flows",
     "loop",
+    "workers",
+    "reuse-port",
+    "state",
 )
+
+STATE_SCHEMES = ("redis", "rediss", "unix")
+
+
+def parse_state(text: str) -> str | None:
+    """``memory`` -> None; a Redis URL (``redis://HOST:PORT[/DB]``) -> the URL, checked."""
+    text = str(text).strip()
+    if text.lower() == "memory":
+        return None
+    url = urllib.parse.urlsplit(text)
+    if url.scheme not in STATE_SCHEMES:
+        raise ConfigError(f"state must be memory or redis://HOST:PORT[/DB], not {text!r}")
+    if url.scheme == "unix":
+        if not url.path:
+            raise ConfigError(f"state {text!r}: no socket path")
+        return text
+    try:
+        port = url.port
+    except ValueError as exc:
+        raise ConfigError(f"state {text!r}: {exc}") from exc
+    if not url.hostname:
+        raise ConfigError(f"state {text!r}: no host")
+    if port is None:
+        raise ConfigError(f"state {text!r}: no port (Redis listens on 6379 by default)")
+    db = url.path.lstrip("/")
+    if db and not db.isdigit():
+        raise ConfigError(f"state {text!r}: the database must be a number, not {db!r}")
+    return text
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password, for logs and /healthz."""
+    parts = urllib.parse.urlsplit(url)
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    user = userinfo.partition(":")[0]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
 
 
 def parse_backend(text: str) -> tuple[int, str]:
@@ -212,10 +306,24 @@ def build_config(
                 changes["max_flows"] = _number(key, value, int, 1)
             elif key == "loop":
                 changes["loop"] = _choice(key, value, LoopKind)
+            elif key == "workers":
+                changes["workers"] = _number(key, value, int, 1)
+            elif key == "reuse-port":
+                changes["reuse_port"] = _flag(key, value)
+            elif key == "state":
+                changes["state_url"] = parse_state(value)
             else:
                 known = ", ".join(OPTION_KEYS)
                 raise ConfigError(f"unknown option {raw_key!r} (known: {known})")
-    return replace(config, backends=backends, **changes)
+    config = replace(config, backends=backends, **changes)
+    if config.workers > 1:
+        if changes.get("reuse_port") is False:
+            raise ConfigError("workers > 1 share the port: reuse-port cannot be off")
+        if config.listen[1] == 0:
+            # Each worker would bind its own ephemeral port: no shared address.
+            raise ConfigError("workers > 1 need a fixed listen port, not 0")
+        config = replace(config, reuse_port=True)
+    return config
 
 
 def load_file(path: str | Path) -> dict[str, Any]:

@@ -60,7 +60,19 @@ DROP_REASONS = (
     "flow_closed",  # the backend sent on a flow the relay had just closed
     "upstream_open_failed",  # the shell could not open the upstream socket
     "send_failed",  # the kernel refused a send (buffer full, ICMP unreachable, ...)
+    # --state redis: a datagram from an address with no flow waits for a lookup
+    "lookup_busy",  # too many lookups in flight: not looked up, dropped
+    "lookup_overflow",  # its address already holds the most datagrams a lookup may hold
+    "lookup_failed",  # the store did not answer (or answered garbage) for its address
 )
+
+# Outcomes of a shared-state lookup, and the store operations that can fail.
+# refused: found, but naming a session or backend this relay does not accept
+# (or the table is full); its datagrams are treated as from an unknown address.
+LOOKUP_RESULTS = ("hit", "miss", "refused", "error")
+STATE_OPS = ("lookup", "write", "decode")
+# A takeover's upstream socket: bound to the recorded address, or a fresh port.
+TAKEOVER_UPSTREAMS = ("same", "new")
 
 
 @dataclass(slots=True)
@@ -76,6 +88,11 @@ class Counters:
     flows_closed: dict[str, int] = field(default_factory=dict)
     # (policy, trigger) -> count; trigger new_flow | stun_success | ssrc
     rebinds: dict[tuple[str, str], int] = field(default_factory=dict)
+    # --state redis
+    lookups: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LOOKUP_RESULTS, 0))
+    state_errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATE_OPS, 0))
+    state_writes: int = 0  # entries written (or deleted) successfully
+    takeovers: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TAKEOVER_UPSTREAMS, 0))
 
     def drop(self, reason: str) -> None:
         self.drops[reason] = self.drops.get(reason, 0) + 1
@@ -86,3 +103,6 @@ class Counters:
     def rebind(self, policy: str, trigger: str) -> None:
         key = (policy, trigger)
         self.rebinds[key] = self.rebinds.get(key, 0) + 1
+
+    def state_error(self, op: str, count: int = 1) -> None:
+        self.state_errors[op] = self.state_errors.get(op, 0) + count

@@ -3,11 +3,12 @@
 Two kinds of output:
 
 * a **decision** about the datagram just handed in, returned by the call:
-  :class:`ForwardUp`, :class:`ForwardDown` or :class:`Drop`.  The datagram
+  :class:`ForwardUp`, :class:`ForwardDown`, :class:`Drop` or :class:`Held`.  The datagram
   itself is not repeated inside the decision: the shell still holds it.
 * **events** about the flow table, queued on the router and drained by the
   shell before it applies the decision: :class:`FlowOpened` (open an upstream
-  socket), :class:`FlowClosed` (close it), :class:`ClientMoved` (log it).
+  socket), :class:`FlowClosed` (close it), :class:`ClientMoved` (log it),
+  :class:`LookupRequested` (ask the shared state, off the forwarding path).
 
 Decisions are immutable and carry no per-packet data, so the router hands out
 one cached instance per flow (and per drop reason) instead of allocating on
@@ -42,17 +43,38 @@ class Drop:
     reason: str
 
 
-Decision = ForwardUp | ForwardDown | Drop
+@dataclass(frozen=True, slots=True)
+class Held:
+    """The router kept a copy of the datagram until a shared-state lookup answers."""
+
+
+HELD = Held()
+
+Decision = ForwardUp | ForwardDown | Drop | Held
 
 
 @dataclass(frozen=True, slots=True)
 class FlowOpened:
-    """Open a connected upstream socket for ``flow_id`` towards ``backend``."""
+    """Open a connected upstream socket for ``flow_id`` towards ``backend``.
+
+    ``upstream`` is set when the flow was taken over from shared state: the
+    local address the previous relay's upstream socket had, which the
+    backend nominated.  Bind to it if it is free, so the takeover is
+    invisible to the backend; any address otherwise.
+    """
 
     flow_id: int
     client: Address
     backend_id: int
     backend: Address
+    upstream: Address | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LookupRequested:
+    """Ask the shared state for ``client``'s flow; answer with ``Router.on_lookup_*``."""
+
+    client: Address
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,4 +100,4 @@ class ClientMoved:
     trigger: str
 
 
-Event = FlowOpened | FlowClosed | ClientMoved
+Event = FlowOpened | FlowClosed | ClientMoved | LookupRequested

@@ -7,9 +7,17 @@ One datagram's path::
                     --STUN?--> parse, USERNAME, route token, [integrity]
                                   session known and rebind on  -> ForwardUp(its flow),
                                                                   remember the transaction
+                                  shared state, not looked up  -> Held + LookupRequested
                                   otherwise                    -> FlowOpened + ForwardUp
                     --RTP with a known SSRC (rebind ssrc)----- -> ClientMoved + ForwardUp
+                    --shared state (--state redis)------------ -> Held + LookupRequested
+                                                                  (or a bounded Drop)
                     --anything else-------------------------- -> Drop(unknown_source)
+
+    lookup answer for an address --found--> FlowOpened(upstream=recorded) + the held
+                                 datagrams replayed; otherwise they are replayed
+                                 against a short negative cache (STUN checks still
+                                 open flows the usual way)
 
     backend datagram on flow F ---------------------------------> ForwardDown(F's client)
         (a Binding success answering a remembered transaction first moves F
@@ -29,6 +37,7 @@ from stun_lb.core.config import RebindPolicy, RelayConfig
 from stun_lb.core.counters import DOWN, DROP_REASONS, OTHER, RTP, STUN, UP, Counters, Datagram
 from stun_lb.core.counters import kind_index as _kind_index
 from stun_lb.core.events import (
+    HELD,
     ClientMoved,
     Decision,
     Drop,
@@ -36,6 +45,17 @@ from stun_lb.core.events import (
     FlowClosed,
     FlowOpened,
     ForwardDown,
+    LookupRequested,
+)
+from stun_lb.core.state import (
+    Admission,
+    FlowRecord,
+    LookupBook,
+    LookupLimits,
+    RecordError,
+    StoreHealth,
+    WriteBook,
+    decode_record,
 )
 from stun_lb.core.table import Flow, FlowTable, PendingCheck
 from wire import route_token, stun
@@ -47,6 +67,15 @@ from wire.demux import rtp_ssrc as _rtp_ssrc_of_bytes
 rtp_ssrc = cast(Callable[[Datagram], int | None], _rtp_ssrc_of_bytes)
 
 _DROPS = {reason: Drop(reason) for reason in DROP_REASONS}
+_ADMISSION_DROPS = {
+    Admission.MISSING: "unknown_source",
+    Admission.FAILED: "lookup_failed",
+    Admission.BUSY: "lookup_busy",
+    Admission.OVERFLOW: "lookup_overflow",
+}
+
+# What the shell sends once a lookup has answered: each held datagram and its decision.
+Replay = list[tuple[bytes, Decision]]
 
 
 class Router:
@@ -63,6 +92,23 @@ class Router:
         self._bytes_up = self.counters.bytes[UP]
         self._packets_down = self.counters.packets[DOWN]
         self._bytes_down = self.counters.bytes[DOWN]
+        # Shared state (--state redis): None with the default in-memory state,
+        # so the memory relay's paths are exactly the published ones.
+        self.lookups: LookupBook | None = None
+        self.writes: WriteBook | None = None
+        # Fed by the shell with the outcome of every store operation.
+        self.store_health = StoreHealth()
+        if config.state_url is not None:
+            self.lookups = LookupBook(
+                LookupLimits(
+                    hold_packets=config.lookup_hold_packets,
+                    max_in_flight=config.max_lookups_in_flight,
+                    hold_bytes=config.lookup_hold_bytes,
+                    negative_ttl_s=config.negative_ttl_s,
+                    negative_cache_size=config.negative_cache_size,
+                )
+            )
+            self.writes = WriteBook(config.idle_timeout_s, config.state_refresh_interval_s)
 
     def pop_events(self) -> list[Event]:
         events, self.events = self.events, []
@@ -70,7 +116,12 @@ class Router:
 
     def next_deadline(self) -> float | None:
         """When to call :meth:`on_timer` next, or None while there are no flows."""
-        return self.table.next_expiry()
+        deadline = self.table.next_expiry()
+        if self.writes is not None and len(self.table):
+            refresh = self.writes.next_refresh_at
+            if deadline is None or refresh < deadline:
+                return refresh
+        return deadline
 
     # --- inputs ---------------------------------------------------------------
 
@@ -114,10 +165,97 @@ class Router:
         return decision
 
     def on_timer(self, now: float) -> None:
-        """Close every flow idle for ``idle_timeout_s``."""
+        """Close every flow idle for ``idle_timeout_s``; refresh shared-state entries when due."""
         for flow in self.table.expire(now):
+            # Its shared-state entry, if any, lapses on its own at the same time.
             self.counters.closed("idle")
             self.events.append(FlowClosed(flow.id, flow.client, "idle"))
+        writes = self.writes
+        if writes is not None and len(self.table) and writes.refresh_due(now):
+            writes.refresh(self.table, now)
+
+    def on_upstream_open(self, flow_id: int, local: Address, now: float) -> None:
+        """The shell opened flow ``flow_id``'s upstream socket at ``local``."""
+        flow = self.table.get(flow_id)
+        if flow is None:
+            return
+        flow.upstream = local
+        if self.writes is not None:
+            self.writes.write(flow, now)
+
+    # --- shared-state lookups (--state redis) -------------------------------------
+
+    def on_lookup_result(self, client: Address, value: bytes | None, now: float) -> Replay:
+        """The store answered ``client``'s lookup with its entry (None: no entry).
+
+        A readable entry opens the flow (asking the shell to bind the recorded
+        upstream address); then every held datagram is routed again, in order.
+        """
+        lookups = self.lookups
+        assert lookups is not None, "lookups need --state"
+        failed = False
+        if value is None:
+            self.counters.lookups["miss"] += 1
+        else:
+            try:
+                record = decode_record(client, value)
+            except RecordError:
+                self.counters.lookups["error"] += 1
+                self.counters.state_error("decode")
+                failed = True
+            else:
+                result = "hit"
+                if self.table.lookup_client(client) is None and not self._open_from_record(
+                    record, now
+                ):
+                    # Found but not usable here (see _open_from_record): the held
+                    # datagrams are replayed as if it were missing.
+                    result = "refused"
+                self.counters.lookups[result] += 1
+        negative = self.table.lookup_client(client) is None
+        held = lookups.finish(client, now, negative=negative, failed=failed)
+        return self._replay(held, client, now)
+
+    def on_lookup_failed(self, client: Address, now: float) -> Replay:
+        """The store did not answer ``client``'s lookup (down, timed out)."""
+        lookups = self.lookups
+        assert lookups is not None, "lookups need --state"
+        self.counters.lookups["error"] += 1
+        self.counters.state_error("lookup")
+        negative = self.table.lookup_client(client) is None
+        held = lookups.finish(client, now, negative=negative, failed=True)
+        return self._replay(held, client, now)
+
+    def _replay(self, held: list[bytes], client: Address, now: float) -> Replay:
+        # The address now has a flow or a negative-cache entry, so no datagram
+        # here starts another lookup; STUN checks take their usual path.
+        return [(data, self.on_client_datagram(data, client, now)) for data in held]
+
+    def _open_from_record(self, record: FlowRecord, now: float) -> bool:
+        """Open the flow a store entry describes; False if this relay refuses it.
+
+        The entry must name a session our secret signed, with the backend and
+        port its token names (so a store entry cannot send traffic anywhere a
+        STUN check could not), a backend id configured here, and the table
+        must have room.
+        """
+        try:
+            token = route_token.decode(self.config.secret, record.session[0])
+        except route_token.TokenError:
+            return False
+        if (token.backend_id, token.port) != (record.backend_id, record.backend[1]):
+            return False
+        host = self.config.backends.get(token.backend_id)
+        if host is None or self.table.full:
+            return False
+        flow = self.table.open(
+            record.client, token.backend_id, (host, token.port), record.session, now
+        )
+        self.counters.flows_created += 1
+        self.events.append(
+            FlowOpened(flow.id, flow.client, token.backend_id, flow.backend, record.upstream)
+        )
+        return True
 
     def close_flow(self, flow_id: int, reason: str) -> None:
         """Close a flow the shell cannot serve (its upstream socket failed)."""
@@ -133,15 +271,51 @@ class Router:
     def _from_unknown_address(
         self, data: Datagram, kind: int, client: Address, now: float
     ) -> Decision:
+        lookups = self.lookups
         if kind == STUN:
+            if lookups is not None and lookups.pending(client):
+                # Behind datagrams awaiting a lookup: keep the order, and let
+                # a found flow carry the check on its recorded upstream.
+                return self._hold(lookups, data, client, now)
             return self._check_from_new_address(bytes(data), client, now)
         if kind == RTP and self._learn_ssrcs:
             ssrc = rtp_ssrc(data)
             flow = self.table.lookup_ssrc(ssrc) if ssrc is not None else None
             if flow is not None:
-                self._move(flow, client, "ssrc")
+                self._move(flow, client, "ssrc", now)
                 return self.on_client_datagram(data, client, now)
+        if lookups is not None:
+            return self._hold(lookups, data, client, now)
         return self._drop("unknown_source")
+
+    def _look_up_first(self, data: bytes, client: Address, now: float) -> bool:
+        """Hold a check that would open a flow until the shared state has been asked.
+
+        Its client may be a flow another relay owned (a relay died and the
+        consent check happened to be the first datagram to arrive here):
+        opened from the store, the flow keeps the upstream address the
+        backend nominated; opened from the check, it would not, and the
+        backend's media would keep going to the dead relay's port.  Costs a
+        new call one store round trip.  Never a drop: when the address was
+        just looked up, the store is down or too many lookups are in
+        flight, the check opens its flow at once, as without shared state.
+        """
+        lookups = self.lookups
+        if lookups is None or not self.store_health.up:
+            return False
+        if lookups.admit(client, data, now) is not Admission.START:
+            return False
+        self.events.append(LookupRequested(client))
+        return True
+
+    def _hold(self, lookups: LookupBook, data: Datagram, client: Address, now: float) -> Decision:
+        admission = lookups.admit(client, data, now)
+        if admission is Admission.START:
+            self.events.append(LookupRequested(client))
+            return HELD
+        if admission is Admission.HELD:
+            return HELD
+        return self._drop(_ADMISSION_DROPS[admission])
 
     def _check_from_new_address(self, data: bytes, client: Address, now: float) -> Decision:
         try:
@@ -168,11 +342,11 @@ class Router:
 
         session = (server_ufrag, client_ufrag)
         known = self.table.lookup_session(session)
+        if known is not None and self._policy is not RebindPolicy.OFF:
+            return self._forward_check_for_move(known, message.transaction_id, data, client, now)
+        if self._look_up_first(data, client, now):
+            return HELD
         if known is not None:
-            if self._policy is not RebindPolicy.OFF:
-                return self._forward_check_for_move(
-                    known, message.transaction_id, data, client, now
-                )
             # The published design: the new address is simply a new flow, and
             # the backend sees a new peer.
             self.counters.rebind(self._policy.value, "new_flow")
@@ -222,18 +396,20 @@ class Router:
         if not message.is_success:
             # An error answer (role conflict, ...) belongs to the asker; no move.
             return ForwardDown(check.client)
-        if check.client != flow.client and not self._move(flow, check.client, "stun_success"):
+        if check.client != flow.client and not self._move(flow, check.client, "stun_success", now):
             return self._drop("rebind_conflict")
         return flow.forward_down
 
     # --- helpers ---------------------------------------------------------------
 
-    def _move(self, flow: Flow, new: Address, trigger: str) -> bool:
+    def _move(self, flow: Flow, new: Address, trigger: str, now: float) -> bool:
         old = flow.client
         if not self.table.move_client(flow, new):
             return False
         self.counters.rebind(self._policy.value, trigger)
         self.events.append(ClientMoved(flow.id, old, new, trigger))
+        if self.writes is not None and flow.upstream is not None:
+            self.writes.moved(flow, old, now)
         return True
 
     def _drop(self, reason: str) -> Drop:

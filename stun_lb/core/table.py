@@ -22,6 +22,7 @@ costs at most one heap operation per idle period.
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -62,6 +63,12 @@ class Flow:
     ssrcs: set[int] = field(default_factory=set)
     # transaction id -> the new address the check came from (rebind verified/ssrc)
     pending: dict[bytes, PendingCheck] = field(default_factory=dict)
+    # The relay's end of the upstream socket, once the shell has opened it:
+    # the peer address the backend sees (and what a shared-state entry records).
+    upstream: Address | None = None
+    # When this flow's shared-state entry was last queued for writing
+    # (--state redis); before any write, earlier than any clock reading.
+    state_written_at: float = -math.inf
     # The router's decisions for this flow, made once (see events.py).
     forward_up: ForwardUp = field(init=False)
     forward_down: ForwardDown = field(init=False)

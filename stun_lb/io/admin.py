@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from stun_lb.core.config import RebindPolicy, RelayConfig
+from stun_lb.core.config import RebindPolicy, RelayConfig, redact_url
 from stun_lb.core.counters import DIRECTIONS, KINDS
 from stun_lb.io.udp import UdpRelay
 from wire.addr import format_hostport
@@ -53,6 +53,7 @@ async def _run_relay(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         relay.close()
+        await relay.wait_closed()
 
 
 def health(relay: UdpRelay) -> dict[str, Any]:
@@ -65,6 +66,10 @@ def health(relay: UdpRelay) -> dict[str, Any]:
         "verify_integrity": config.verify_integrity,
         "idle_timeout_s": config.idle_timeout_s,
         "backends": {str(k): v for k, v in sorted(config.backends.items())},
+        "reuse_port": config.reuse_port,
+        "state": redact_url(config.state_url) if config.state_url else "memory",
+        # False while the shared-state store is unreachable (forwarding goes on).
+        "state_up": relay.router.store_health.up,
     }
 
 
@@ -162,3 +167,53 @@ class RelayCollector(Collector):
         for (policy, trigger), count in {**seen, **counters.rebinds}.items():
             rebinds.add_metric([policy, trigger], count)
         yield rebinds
+        yield from _state_metrics(self._relay)
+
+
+def _state_metrics(relay: UdpRelay) -> Iterable[Metric]:
+    """The shared-state families (--state redis); all zero with in-memory state."""
+    counters = relay.router.counters
+    lookups = CounterMetricFamily(
+        "rtclab_lb_state_lookups",
+        "Shared-state lookups of an address with no flow (its media, or a check that would "
+        "open a flow), by result: hit (flow taken over), miss, refused (an entry this relay "
+        "cannot use), error (store down or timed out, or an unreadable entry).",
+        labels=["result"],
+    )
+    for result, count in counters.lookups.items():
+        lookups.add_metric([result], count)
+    yield lookups
+    errors = CounterMetricFamily(
+        "rtclab_lb_state_errors",
+        "Shared-state operations that failed, by op (lookup, write: one per entry; decode: "
+        "an entry that could not be read).",
+        labels=["op"],
+    )
+    for op, count in counters.state_errors.items():
+        errors.add_metric([op], count)
+    yield errors
+    yield CounterMetricFamily(
+        "rtclab_lb_state_writes",
+        "Shared-state entries written or deleted (creation, move, refresh).",
+        value=counters.state_writes,
+    )
+    takeovers = CounterMetricFamily(
+        "rtclab_lb_state_takeovers",
+        "Flows opened from a shared-state entry, by upstream socket: same (bound to the "
+        "address the backend nominated: transparent) or new (that address was not free).",
+        labels=["upstream"],
+    )
+    for upstream, count in counters.takeovers.items():
+        takeovers.add_metric([upstream], count)
+    yield takeovers
+    lookups_book = relay.router.lookups
+    yield GaugeMetricFamily(
+        "rtclab_lb_state_lookups_in_flight",
+        "Shared-state lookups awaiting the store (bounded; the excess is dropped as lookup_busy).",
+        value=lookups_book.in_flight if lookups_book is not None else 0,
+    )
+    yield GaugeMetricFamily(
+        "rtclab_lb_state_up",
+        "1 while the shared-state store answers (always 1 with in-memory state).",
+        value=1 if relay.router.store_health.up else 0,
+    )

@@ -18,6 +18,19 @@ and 15.1 us; ``recvfrom(2048)`` readers 9.9 and 9.3 us.  The two send/receive
 syscalls are most of it, so one design serves both loops and the loop choice
 matters little here.  Every datagram handled in one callback shares one
 ``loop.time()`` reading: idle expiry is measured in seconds.
+
+Sharing the port (``--reuse-port``, ``--workers``): the public socket is
+bound with SO_REUSEPORT, so the kernel hashes each client address onto one
+of the sockets bound there; when one closes (its process died) its clients
+are rehashed onto the others.
+
+Taking a flow over from shared state (``--state redis``): the upstream
+socket is bound to the local address the previous relay's socket had, when
+that address is free, because the media server keeps sending to the peer it
+nominated; otherwise to a fresh port.  Upstream sockets never set
+SO_REUSEPORT: the recorded address must be taken only when its owner is
+gone (a live owner's socket makes the bind fail), and an ephemeral bind
+with SO_REUSEPORT may be handed a port another such socket of ours holds.
 """
 
 from __future__ import annotations
@@ -29,11 +42,22 @@ import logging
 import resource
 import socket
 import time
+from typing import TYPE_CHECKING
 
-from stun_lb.core.config import RelayConfig
-from stun_lb.core.events import ClientMoved, FlowClosed, FlowOpened, ForwardDown, ForwardUp
-from stun_lb.core.router import Router
+from stun_lb.core.config import RelayConfig, redact_url
+from stun_lb.core.events import (
+    ClientMoved,
+    FlowClosed,
+    FlowOpened,
+    ForwardDown,
+    ForwardUp,
+    LookupRequested,
+)
+from stun_lb.core.router import Replay, Router
 from wire.addr import Address, canonical, format_hostport
+
+if TYPE_CHECKING:
+    from stun_lb.io.state import RedisState
 
 log = logging.getLogger("stun_lb")
 
@@ -58,7 +82,7 @@ class UdpRelay:
         # backend host as configured -> (family, address to connect to)
         self._resolved: dict[str, tuple[int, str]] = {}
         self._upstream: dict[int, socket.socket] = {}
-        self._upstream_local: dict[int, Address] = {}
+        self.state: RedisState | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = 0.0
         self.started_wall = 0.0
@@ -70,6 +94,22 @@ class UdpRelay:
         self._loop = loop
         for host in set(self.config.backends.values()):
             self._resolved[host] = await _resolve(loop, host)
+        if self.config.state_url is not None:
+            # Imported here: a relay with in-memory state never loads the Redis client.
+            from stun_lb.io.state import RedisState
+
+            assert self.router.writes is not None
+            self.state = RedisState(
+                self.config.state_url,
+                self.config,
+                self.router.counters,
+                self.router.writes,
+                self.router.store_health,
+                self._on_lookup_answer,
+            )
+            # Before the port is bound: once it is, the kernel hands this
+            # process clients, and a slow first contact must not hold them.
+            await self.state.start()
         host, port = self.config.listen
         family, address = await _resolve(loop, host)
         public = socket.socket(family, socket.SOCK_DGRAM)
@@ -78,6 +118,8 @@ class UdpRelay:
                 # No IPv4-mapped sources: one client, one key in the flow table.
                 public.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             _set_buffers(public, self.config.socket_buffer_bytes)
+            if self.config.reuse_port:
+                public.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             public.setblocking(False)
             public.bind((address, port))
         except OSError:
@@ -99,10 +141,15 @@ class UdpRelay:
                 "idle_timeout_s": self.config.idle_timeout_s,
                 "max_flows": self.config.max_flows,
                 "loop": type(loop).__module__.split(".")[0],
+                "reuse_port": self.config.reuse_port,
+                "state": redact_url(self.config.state_url) if self.config.state_url else "memory",
             },
         )
 
     def close(self) -> None:
+        """Close every socket; call :meth:`wait_closed` after, to finish the state tasks."""
+        if self.state is not None:
+            self.state.close()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -115,6 +162,11 @@ class UdpRelay:
             self._public = None
             log.info("relay closed", extra={"flows": len(self.router.table)})
 
+    async def wait_closed(self) -> None:
+        if self.state is not None:
+            await self.state.wait_closed()
+            self.state = None
+
     @property
     def local_address(self) -> Address:
         assert self._public is not None, "start() first"
@@ -122,7 +174,8 @@ class UdpRelay:
 
     def upstream_address(self, flow_id: int) -> Address | None:
         """The relay's end of a flow's upstream socket: the peer the backend sees."""
-        return self._upstream_local.get(flow_id)
+        flow = self.router.table.get(flow_id)
+        return flow.upstream if flow is not None else None
 
     def wall_time(self, loop_time: float) -> float:
         """A loop-clock reading as Unix time (for people reading /flows)."""
@@ -209,6 +262,9 @@ class UdpRelay:
                             "reason": event.reason,
                         },
                     )
+                elif isinstance(event, LookupRequested):
+                    assert self.state is not None, "lookups need --state"
+                    self.state.lookup(event.client)
                 elif isinstance(event, ClientMoved):
                     log.info(
                         "client moved",
@@ -221,14 +277,49 @@ class UdpRelay:
                         },
                     )
         self._arm_timer()
+        writes = router.writes
+        if writes is not None and len(writes) and self.state is not None:
+            self.state.flush()
+
+    def _on_lookup_answer(self, client: Address, value: bytes | None, failed: bool) -> None:
+        """The store answered a lookup: open the flow if found, and send what was held."""
+        if self._public is None or self._loop is None:
+            return  # closed meanwhile
+        router = self.router
+        now = self._loop.time()
+        replay: Replay = (
+            router.on_lookup_failed(client, now)
+            if failed
+            else router.on_lookup_result(client, value, now)
+        )
+        if router.events:
+            self._apply_events()
+        for data, decision in replay:
+            if type(decision) is ForwardUp:
+                sock = self._upstream.get(decision.flow_id)
+                if sock is None:
+                    continue
+                try:
+                    sock.send(data)
+                except OSError:
+                    router.counters.drop("send_failed")
 
     def _open_upstream(self, event: FlowOpened) -> None:
         assert self._loop is not None
         host, port = event.backend
         family, address = self._resolved[host]
         sock = socket.socket(family, socket.SOCK_DGRAM)
+        takeover: str | None = None
         try:
             sock.setblocking(False)
+            if event.upstream is not None:
+                # A takeover: the backend's nominated peer is the previous
+                # relay's socket.  Free only if that relay is gone.
+                try:
+                    sock.bind(event.upstream)
+                    takeover = "same"
+                except OSError:
+                    takeover = "new"  # still unbound: connect() picks a port
             # Connected: the kernel filters out anyone but the backend's session
             # port, and send() skips the per-datagram address lookup.
             sock.connect((address, port))
@@ -246,21 +337,21 @@ class UdpRelay:
             )
             return
         self._upstream[event.flow_id] = sock
-        self._upstream_local[event.flow_id] = local
-        log.info(
-            "flow opened",
-            extra={
-                "flow": event.flow_id,
-                "client": format_hostport(event.client),
-                "backend_id": event.backend_id,
-                "backend": format_hostport(event.backend),
-                "upstream": format_hostport(local),
-            },
-        )
+        self.router.on_upstream_open(event.flow_id, local, self._loop.time())
+        extra = {
+            "flow": event.flow_id,
+            "client": format_hostport(event.client),
+            "backend_id": event.backend_id,
+            "backend": format_hostport(event.backend),
+            "upstream": format_hostport(local),
+        }
+        if takeover is not None:
+            self.router.counters.takeovers[takeover] += 1
+            extra["takeover"] = takeover  # same: the recorded upstream address; new: not free
+        log.info("flow opened", extra=extra)
 
     def _close_upstream(self, flow_id: int) -> None:
         sock = self._upstream.pop(flow_id, None)
-        self._upstream_local.pop(flow_id, None)
         if sock is None:
             return
         assert self._loop is not None

@@ -50,23 +50,39 @@ def test_help_explains_every_option() -> None:
         "--loop",
         "--log-level",
         "--log-format",
+        "--workers",
+        "--reuse-port",
+        "--state",
     }
     for option in OPTIONS:
         assert option in result.stdout
     assert "table_full" in result.stdout and "never evicted" in result.stdout
     assert "lab use only" in result.stdout
+    # When Redis is worth running, and how two relays share a port with it.
+    help_text = " ".join(result.stdout.split())
+    assert "Use Redis when calls must survive a relay dying or restarting" in help_text
+    assert "--reuse-port --state redis://" in help_text
+    assert "NOT restarted" in help_text
 
 
-def test_a_usage_error_exits_2_with_a_message() -> None:
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--backend", "one=127.0.0.1"], "not an integer"),
+        (["--backend", "1=127.0.0.1", "--state", "redis://nowhere"], "no port"),
+        (["--backend", "1=127.0.0.1", "--workers", "2", "--no-reuse-port"], "cannot be off"),
+    ],
+)
+def test_a_usage_error_exits_2_with_a_message(args: list[str], message: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "stun_lb", "--backend", "one=127.0.0.1"],
+        [sys.executable, "-m", "stun_lb", *args],
         capture_output=True,
         text=True,
         timeout=HANG_GUARD_S,
         check=False,
     )
     assert result.returncode == 2
-    assert "not an integer" in result.stderr
+    assert message in result.stderr
 
 
 @pytest.mark.parametrize("loop", ["uvloop", "asyncio"])

@@ -14,6 +14,8 @@ from stun_lb.core.config import (
     build_config,
     load_file,
     parse_backend,
+    parse_state,
+    redact_url,
 )
 from wire import route_token
 
@@ -103,6 +105,14 @@ def test_secret_text_becomes_the_token_key() -> None:
         ({"max-flows": "many"}, "must be a number"),
         ({"max-flows": True}, "must be a number"),
         ({"loop": "trio"}, "uvloop|asyncio"),
+        ({"workers": 0}, "at least"),
+        ({"reuse-port": "yes"}, "true or false"),
+        ({"state": "disk"}, "memory or redis://"),
+        ({"state": "redis://127.0.0.1"}, "no port"),
+        ({"state": "redis://:6379"}, "no host"),
+        ({"state": "redis://127.0.0.1:6379/zero"}, "must be a number"),
+        ({"workers": 2, "listen": "127.0.0.1:3478", "reuse-port": False}, "cannot be off"),
+        ({"workers": 2, "listen": "127.0.0.1:0"}, "fixed listen port"),
     ],
 )
 def test_bad_values_say_what_is_wrong(layer: dict[str, object], message: str) -> None:
@@ -121,3 +131,35 @@ def test_unreadable_or_invalid_files_are_config_errors(tmp_path: Path) -> None:
     bad.write_text("listen = ")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_file(bad)
+
+
+def test_scale_out_options_from_a_file_and_the_command_line(tmp_path: Path) -> None:
+    path = tmp_path / "lb.toml"
+    path.write_text('state = "redis://10.0.0.5:6379/2"\nreuse-port = true\n')
+    config = build_config([load_file(path)])
+    assert config.state_url == "redis://10.0.0.5:6379/2"
+    assert config.reuse_port is True and config.workers == 1
+    assert build_config([load_file(path), {"state": "memory"}]).state_url is None
+
+
+def test_workers_imply_reuse_port() -> None:
+    assert RelayConfig().reuse_port is False and RelayConfig().state_url is None
+    config = build_config([{"workers": "4"}])
+    assert config.workers == 4 and config.reuse_port is True
+
+
+def test_state_urls() -> None:
+    assert parse_state("MEMORY") is None
+    assert parse_state("redis://localhost:6379") == "redis://localhost:6379"
+    assert parse_state("rediss://u:pw@cache:6380/1") == "rediss://u:pw@cache:6380/1"
+    assert parse_state("unix:///run/redis.sock") == "unix:///run/redis.sock"
+
+
+def test_passwords_never_reach_logs_or_healthz() -> None:
+    assert redact_url("redis://:hunter2@cache:6379/0") == "redis://:***@cache:6379/0"
+    assert redact_url("redis://me:p%40ss@cache:6379") == "redis://me:***@cache:6379"
+    assert redact_url("redis://cache:6379") == "redis://cache:6379"
+
+
+def test_the_refresh_interval_is_a_third_of_the_idle_timeout() -> None:
+    assert build_config([{"idle-timeout": 30}]).state_refresh_interval_s == 10.0

@@ -61,6 +61,7 @@ def test_first_check_opens_a_flow_to_the_backend_and_port_in_the_token() -> None
     decision = router.on_client_datagram(session.check(), ALICE, 0.0)
 
     [event] = router.pop_events()
+    assert isinstance(event, FlowOpened)
     assert event == FlowOpened(event.flow_id, ALICE, 2, ("10.0.0.2", 50123))
     assert decision == ForwardUp(event.flow_id)
     flow = router.table.get(event.flow_id)

@@ -13,108 +13,15 @@ proves the new one did not.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, replace
-from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 
-from stun_lb.core.config import RebindPolicy, RelayConfig
-from stun_lb.io.admin import RELAY, create_app
-from stun_lb.io.udp import UdpRelay
-from tests.stun_lb.packets import SECRET, Session, dtls_record, new_tid, rtp
-from tests.stun_lb.peers import HANG_GUARD_S, FakeBackend, UdpPeer
+from stun_lb.core.config import RebindPolicy
+from tests.stun_lb.harness import OpenPeer, StartRelay, backend_at, call
+from tests.stun_lb.packets import Session, dtls_record, new_tid, rtp
+from tests.stun_lb.peers import HANG_GUARD_S
 from wire import stun
-from wire.addr import Address, format_hostport
-
-
-@dataclass
-class Harness:
-    admin: TestClient[Any, Any]
-    relay: UdpRelay
-
-    @property
-    def address(self) -> Address:
-        return self.relay.local_address
-
-    async def metrics(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-        response = await self.admin.get("/metrics")
-        assert response.status == 200
-        text = await response.text()
-        return {
-            (sample.name, frozenset(sample.labels.items())): sample.value
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
-        }
-
-    async def metric(self, name: str, **labels: str) -> float:
-        return (await self.metrics())[(name, frozenset(labels.items()))]
-
-    async def flows(self) -> list[dict[str, Any]]:
-        response = await self.admin.get("/flows")
-        assert response.status == 200
-        flows: list[dict[str, Any]] = await response.json()
-        return flows
-
-
-StartRelay = Callable[..., Awaitable[Harness]]
-OpenPeer = Callable[..., Awaitable[Any]]
-
-
-@pytest.fixture
-async def peers() -> AsyncIterator[OpenPeer]:
-    opened: list[UdpPeer] = []
-
-    async def open_peer(kind: type[UdpPeer] = UdpPeer, **kwargs: Any) -> Any:
-        peer = await kind.open(**kwargs)
-        opened.append(peer)
-        return peer
-
-    yield open_peer
-    for peer in opened:
-        peer.close()
-
-
-@pytest.fixture
-def start_relay(aiohttp_client: Any) -> StartRelay:
-    async def start(**changes: Any) -> Harness:
-        defaults: dict[str, Any] = {
-            "listen": ("127.0.0.1", 0),
-            "backends": {1: "127.0.0.1", 2: "127.0.0.2"},
-            "secret": SECRET,
-        }
-        config = replace(RelayConfig(), **{**defaults, **changes})
-        app = create_app(config)
-        admin = await aiohttp_client(app)
-        return Harness(admin, app[RELAY])
-
-    return start
-
-
-async def backend_at(peers: OpenPeer, host: str = "127.0.0.1", port: int = 0) -> FakeBackend:
-    backend: FakeBackend = await peers(FakeBackend, host=host, port=port, secret=SECRET)
-    return backend
-
-
-async def call(
-    relay: Harness, client: UdpPeer, backend: FakeBackend, session: Session
-) -> tuple[Address, bytes]:
-    """The client's first check reaches the backend and the answer comes back.
-
-    Returns the peer address the backend saw (the relay's upstream socket)
-    and the transaction id.
-    """
-    tid = new_tid()
-    client.send(session.check(tid), relay.address)
-    request, upstream = await backend.recv()
-    assert stun.parse(request).transaction_id == tid
-    answer, source = await client.recv()
-    assert source == relay.address
-    assert stun.parse(answer).transaction_id == tid
-    return upstream, tid
-
+from wire.addr import format_hostport
 
 # --- routing and forwarding -------------------------------------------------------
 
