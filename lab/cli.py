@@ -6,6 +6,7 @@ import asyncio
 import json
 import signal
 import sys
+import time
 from typing import Any
 
 import click
@@ -169,6 +170,86 @@ def call(
     result = asyncio.run(run_call(f"{signaling_url.rstrip('/')}/v1/calls", seconds=seconds))
     click.echo(json.dumps(result) if as_json else call_summary(result))
     sys.exit(0 if result.get("ok") else 1)
+
+
+# --- rtclab scenario ----------------------------------------------------------
+
+
+@main.group()
+def scenario() -> None:
+    """Scripted failure scenarios: each starts its own stack, runs a timeline, reports.
+
+    Every scenario writes results.json (the record), report.md (rendered from it,
+    ending in a table claim | expected | observed | verdict) and PNG plots.
+    """
+
+
+@scenario.command("list")
+def scenario_list() -> None:
+    """Print every scenario with its one-line purpose."""
+    from lab.scenarios.catalogue import SCENARIOS
+
+    width = max(len(s.name) for s in SCENARIOS)
+    for item in SCENARIOS:
+        click.echo(f"{item.name:<{width}}  {item.purpose}")
+
+
+@scenario.command("run")
+@click.argument("names", nargs=-1, required=True)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default="reports",
+    show_default=True,
+    help="Directory for the reports (one subdirectory each).",
+)
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="Shorter calls and fewer levels: the set CI runs (a few minutes for all).",
+)
+@logging_options
+def scenario_run(
+    names: tuple[str, ...], out_dir: str, quick: bool, log_level: str, log_format: str
+) -> None:
+    """Run scenarios NAMES (or `all`) and write their reports under --out.
+
+    A `refuted` verdict is a finding, not a failure: the exit status is 1 only
+    if a scenario could not run.
+    """
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from lab.scenarios.catalogue import CATALOGUE, SCENARIOS
+    from lab.scenarios.report import run_many
+
+    configure_logging("WARNING" if log_level.upper() == "INFO" else log_level, log_format)
+    chosen = list(SCENARIOS) if "all" in names else []
+    for name in names:
+        if name == "all":
+            continue
+        if name not in CATALOGUE:
+            raise click.BadParameter(f"no scenario {name!r}; see `rtclab scenario list`")
+        chosen.append(CATALOGUE[name])
+    console = Console(stderr=True)
+    began = time.monotonic()
+
+    def progress(message: str) -> None:
+        console.print(f"[dim]{time.monotonic() - began:6.1f}s[/dim] {message}")
+
+    entries = asyncio.run(run_many(chosen, Path(out_dir), quick=quick, progress=progress))
+    failed = False
+    for entry in entries:
+        verdicts = [f["verdict"] for f in entry["findings"]]
+        failed |= bool(entry["error"])
+        summary = entry["error"] or ", ".join(
+            f"{verdicts.count(v)} {v}" for v in sorted(set(verdicts))
+        )
+        console.print(f"{entry['scenario']:<15} {entry['duration_s']:6.0f}s  {summary}")
+    console.print(f"reports: {Path(out_dir) / 'index.md'}")
+    sys.exit(1 if failed else 0)
 
 
 # --- rtclab token -------------------------------------------------------------

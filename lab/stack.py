@@ -114,6 +114,13 @@ class Child:
         )
         log.info("started", extra={"part": self.name, "pid": self.process.pid})
 
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU this part has used so far (Linux /proc), or None."""
+        if not self.running:
+            return None
+        assert self.process is not None
+        return process_cpu_seconds(self.process.pid)
+
     def send_signal(self, sig: int) -> None:
         if self.running:
             assert self.process is not None
@@ -432,6 +439,18 @@ class Stack:
         async with aiohttp.ClientSession(timeout=timeout) as http, http.get(url) as response:
             response.raise_for_status()
             return await response.json()
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """utime + stime of ``pid`` from /proc/PID/stat, in seconds (None if unreadable)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may contain spaces; fields after it are plain.
+    fields = stat.rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def tail(path: Path, lines: int = 20) -> str:

@@ -177,6 +177,28 @@ def peer_selected_pair(pc: RTCPeerConnection) -> tuple[Address, Address] | None:
     return selected_pair(transports[0]) if transports else None
 
 
+async def inbound_rtp(receiver: Any) -> tuple[int, int] | None:
+    """(packets received, packets lost) as the receiver's RTP stack counted them.
+
+    Lost here means missing RTP sequence numbers on the wire, before aiortc's
+    jitter buffer, which discards more frames after a gap: comparing this with
+    what the listener got separates network loss from receiver loss.  Public
+    API (getStats), kept here with the rest of what depends on aiortc's
+    particular behaviour.
+    """
+    try:
+        report = await receiver.getStats()
+    except Exception:  # a closed transport raises; there is simply no report
+        return None
+    for stats in report.values():
+        if (
+            getattr(stats, "type", None) == "inbound-rtp"
+            and getattr(stats, "kind", None) == "audio"
+        ):
+            return int(stats.packetsReceived), int(stats.packetsLost)
+    return None
+
+
 def check_internals() -> list[str]:
     """Every private attribute this module uses, checked on fresh objects.
 

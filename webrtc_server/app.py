@@ -141,6 +141,8 @@ def _session(request: web.Request) -> MediaSession:
 async def list_sessions(request: web.Request) -> web.Response:
     """Live sessions; with ``?closed=1`` also the last report of recently closed ones."""
     sessions = request.app[SESSIONS]
+    for session in sessions:
+        await session.refresh_rtp_stats()
     body = [session.to_json() for session in sessions]
     if request.query.get("closed") in ("1", "true"):
         body += list(sessions.closed.values())
@@ -153,7 +155,9 @@ async def get_session(request: web.Request) -> web.Response:
     final = request.app[SESSIONS].closed.get(session_id)
     if final is not None and request.app[SESSIONS].get(session_id) is None:
         return web.json_response(final)
-    return web.json_response(_session(request).to_json())
+    session = _session(request)
+    await session.refresh_rtp_stats()
+    return web.json_response(session.to_json())
 
 
 async def delete_session(request: web.Request) -> web.Response:

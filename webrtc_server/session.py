@@ -40,7 +40,7 @@ from wire import route_token
 from wire.addr import Address, format_hostport
 from wire.service import ApiError
 from wire.speech import Samples, level_dbfs
-from wire.streamstats import ArrivalStats
+from wire.streamstats import ArrivalStats, with_rtp
 
 log = logging.getLogger("rtclab.media")
 
@@ -71,6 +71,7 @@ class MediaSession:
         self.lifecycle = SessionLifecycle(created_s=now)
         self.agent = Agent(config.agent)
         self.uplink = ArrivalStats()
+        self.uplink_rtp: tuple[int, int] | None = None  # refreshed by refresh_rtp_stats()
         self.downlink_sent = 0
         self.server_ufrag: str | None = None
         self.local_port: int | None = None
@@ -166,6 +167,7 @@ class MediaSession:
         if self._setup_timer is not None:
             self._setup_timer.cancel()
         self._refresh_remote()  # aioice forgets the pair on close
+        await self.refresh_rtp_stats()  # and aiortc its receive statistics
         try:
             await self._pc.close()
         except Exception:
@@ -291,6 +293,17 @@ class MediaSession:
 
     # --- helpers ------------------------------------------------------------------
 
+    async def refresh_rtp_stats(self) -> None:
+        """Read the caller's RTP counters (aiortc's getStats is async; to_json is not)."""
+        if self.closed:
+            return
+        for receiver in self._pc.getReceivers():
+            if receiver.track is not None and receiver.track.kind == "audio":
+                counts = await aioice_patch.inbound_rtp(receiver)
+                if counts is not None:
+                    self.uplink_rtp = counts
+                return
+
     def _mark(self, milestone: Milestone, now: float) -> None:
         if self.lifecycle.mark(milestone, now):
             self._metrics.setup.labels(phase=milestone.value).observe(
@@ -353,7 +366,9 @@ class MediaSession:
             "remote": format_hostport(self.remote) if self.remote else None,
             "connection_state": self._pc.connectionState,
             "setup_ms": self.lifecycle.setup_ms(),
-            "uplink": self.uplink.snapshot(until_s=now if live else None),
+            "uplink": with_rtp(
+                self.uplink.snapshot(until_s=now if live else None), self.uplink_rtp
+            ),
             "uplink_timeline": self._uplink_timeline(),
             "closed": self._epoch(self.lifecycle.closed_s),
             "downlink_sent": self.downlink_sent,

@@ -64,3 +64,20 @@ class ArrivalStats:
             "loss_ratio": round(lost / expected, 6) if expected else 0.0,
             "max_gap_ms": round(max_gap * 1000, 1),
         }
+
+
+def with_rtp(snapshot: dict[str, Any], rtp: tuple[int, int] | None) -> dict[str, Any]:
+    """Add the receiver's RTP-level view (sequence gaps on the wire) to a snapshot.
+
+    ``packets_lost`` above is what the listener missed; ``rtp_packets_lost`` is
+    what the network lost.  A receiver whose jitter buffer throws frames away
+    after a gap makes the first larger than the second.
+    """
+    received, lost = rtp if rtp is not None else (None, None)
+    expected = (received or 0) + (lost or 0)
+    return {
+        **snapshot,
+        "rtp_packets_received": received,
+        "rtp_packets_lost": lost,
+        "rtp_loss_ratio": round(lost / expected, 6) if lost is not None and expected else None,
+    }

@@ -191,6 +191,8 @@ class AiortcCall:
         await self._talk()
         record.end_s = self._clock()
         record.uplink_sent = await self._packets_sent()
+        if self._transceiver is not None:
+            record.downlink_rtp = await aioice_patch.inbound_rtp(self._transceiver.receiver)
         record.server_session = await self._fetch_session(http)
 
     async def _post_offer(self, http: aiohttp.ClientSession, offer: str) -> str:
@@ -294,6 +296,7 @@ class AiortcCall:
 
     def _on_connection_state(self) -> None:
         state = self._pc.connectionState
+        self.record.on_state("connection", state, self._clock())
         if state == "connected":
             self.record.mark("dtls_connected", self._clock())
             self._up.set()
@@ -302,6 +305,7 @@ class AiortcCall:
             self._down.set()
 
     def _on_ice_state(self) -> None:
+        self.record.on_state("ice", self._pc.iceConnectionState, self._clock())
         if self._pc.iceConnectionState == "completed":
             self.record.mark("ice_connected", self._clock())
 

@@ -15,11 +15,20 @@ from typing import Any
 from lab.callers.conversation import pair_turns
 from wire.addr import Address, format_hostport
 from wire.speech import Vad, VadEvent
-from wire.streamstats import ArrivalStats
+from wire.streamstats import ArrivalStats, with_rtp
 
 SCHEMA = 1
 SETUP_PHASES = ("answer", "ice_connected", "dtls_connected", "first_audio_in", "datachannel_open")
-STATS_KEYS = ("packets_sent", "packets_received", "packets_lost", "loss_ratio", "max_gap_ms")
+STATS_KEYS = (
+    "packets_sent",
+    "packets_received",
+    "packets_lost",
+    "loss_ratio",
+    "max_gap_ms",
+    "rtp_packets_received",
+    "rtp_packets_lost",
+    "rtp_loss_ratio",
+)
 
 
 def session_from_body(body: object) -> dict[str, Any] | None:
@@ -72,9 +81,13 @@ class CallRecord:
     utterance_ends: list[float] = field(default_factory=list)
     arrivals: list[list[float]] = field(default_factory=list)
     events: list[list[Any]] = field(default_factory=list)
+    # [ms since the offer, "connection" | "ice", new state]: when the caller's own
+    # stack noticed anything (a dead path often shows here late, or never).
+    states: list[list[Any]] = field(default_factory=list)
     agent_turns: list[dict[str, Any]] = field(default_factory=list)
     server_session: dict[str, Any] | None = None
     uplink_sent: int | None = None
+    downlink_rtp: tuple[int, int] | None = None  # (received, lost) at the RTP layer
 
     def ms(self, at_s: float | None) -> float | None:
         if at_s is None or self.t0_s is None:
@@ -94,6 +107,9 @@ class CallRecord:
         change = self.listener.feed(level_dbfs, now_s)
         if change is not None and change[0] is VadEvent.SPEECH_STARTED:
             self.response_onsets.append(change[1])
+
+    def on_state(self, kind: str, state: str, now_s: float) -> None:
+        self.states.append([self.ms(now_s), kind, state])
 
     def on_event(self, message: object, now_s: float) -> None:
         """One ``oai-events`` message; anything that is not a JSON object is ignored."""
@@ -118,7 +134,10 @@ class CallRecord:
         ends = [t for t in self.utterance_ends if end is None or t <= end]
         turns = pair_turns(ends, self.response_onsets)
         server = self.server_session or {}
-        downlink = self.downlink.snapshot(until_s=end if self.downlink.received else None)
+        downlink = with_rtp(
+            self.downlink.snapshot(until_s=end if self.downlink.received else None),
+            self.downlink_rtp,
+        )
         if isinstance(server.get("downlink_sent"), int):
             downlink["packets_sent"] = server["downlink_sent"]
         uplink: dict[str, Any] = dict.fromkeys(STATS_KEYS)
@@ -154,6 +173,7 @@ class CallRecord:
             "remote_address": format_hostport(self.remote) if self.remote else None,
             "server_view": ({key: server.get(key) for key in SERVER_VIEW_KEYS} if server else None),
         }
+        result["states"] = self.states
         if self.keep_events:
             result["events"] = self.events
         if self.keep_arrivals:

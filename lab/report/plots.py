@@ -145,6 +145,7 @@ def render_plots(
     results: dict[str, Any], out_dir: Path, kinds: tuple[str, ...]
 ) -> list[dict[str, str]]:
     """Write the requested plots into ``out_dir``; return [{"title", "file"}] for the report."""
+    out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for kind in kinds:
         title, plotter = PLOTTERS[kind]

@@ -55,6 +55,7 @@ class Run:
     netem: bool = True  # put the path emulator between callers and the stack
     impair: Mapping[str, Any] = field(default_factory=dict)  # initial impairment, netem body
     tags: Mapping[str, Any] = field(default_factory=dict)  # e.g. {"rebind": "off", "loss": 0.05}
+    caller: Mapping[str, Any] = field(default_factory=dict)  # lab.callers SpeakingPlan fields
     poll_interval_s: float = 0.5
 
 
@@ -92,3 +93,6 @@ class Scenario:
     analyse: Callable[[list[dict[str, Any]]], Analysis]  # run data (as in results.json) -> analysis
     plots: tuple[str, ...] = ("arrival", "gaps", "setup")
     description: str = ""  # a paragraph for the report: what is done and why
+    # Runs that measure independent things (one per policy, say) may share the
+    # machine: they halve the wall time, and 1-2 calls each cost little CPU.
+    parallel: bool = False

@@ -19,6 +19,8 @@ from webrtc_server.app import create_app
 from webrtc_server.config import MediaConfig, Topology
 
 STATS_KEYS = {"packets_sent", "packets_received", "packets_lost", "loss_ratio", "max_gap_ms"}
+# What the receiver's RTP stack counted on the wire, beside what the listener got.
+RTP_KEYS = {"rtp_packets_received", "rtp_packets_lost", "rtp_loss_ratio"}
 SETUP_KEYS = {"answer", "ice_connected", "dtls_connected", "first_audio_in", "datachannel_open"}
 TURN_KEYS = {"speech_end_ms", "first_response_audio_ms", "latency_ms"}
 HANG_GUARD_S = 30.0
@@ -57,10 +59,13 @@ async def test_call_result_schema(media: StartMedia) -> None:
 
     for direction in ("uplink", "downlink"):
         stats = result[direction]
-        assert set(stats) == STATS_KEYS, direction
+        assert set(stats) == STATS_KEYS | RTP_KEYS, direction
         assert all(_is_number(v) for v in stats.values()), (direction, stats)
         assert stats["packets_received"] > 0 and stats["packets_sent"] >= stats["packets_received"]
         assert 0 <= stats["loss_ratio"] <= 1
+        # Every frame heard came in an RTP packet; on loopback the wire lost none.
+        assert stats["rtp_packets_received"] >= stats["packets_received"]
+        assert stats["rtp_packets_lost"] == 0 and stats["rtp_loss_ratio"] == 0
 
     assert result["turns"], result
     for turn in result["turns"]:

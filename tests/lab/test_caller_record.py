@@ -67,7 +67,13 @@ def test_a_call_result_from_observations() -> None:
     ]
     assert result["downlink"]["packets_received"] == 200
     assert result["downlink"]["packets_sent"] == 260  # the server's count
-    assert result["uplink"] == {**SESSION["uplink"], "packets_sent": 251}  # type: ignore[dict-item]
+    assert result["uplink"] == {  # type: ignore[dict-item]
+        **SESSION["uplink"],
+        "packets_sent": 251,
+        "rtp_packets_received": None,
+        "rtp_packets_lost": None,
+        "rtp_loss_ratio": None,
+    }
     assert [event[0] for event in result["events"]] == ["session.created", "response.done"]
     assert result["agent_turns"] == [{"audio_ms": 2000}]
     assert result["server_view"] == {
@@ -96,5 +102,8 @@ def test_without_the_server_view_uplink_counts_are_unknown() -> None:
         "packets_lost": None,
         "loss_ratio": None,
         "max_gap_ms": None,
+        "rtp_packets_received": None,
+        "rtp_packets_lost": None,
+        "rtp_loss_ratio": None,
     }
     assert result["server_view"] is None and result["turns"] == []

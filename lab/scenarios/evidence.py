@@ -1,0 +1,125 @@
+"""Read a run's data (as stored in results.json) into the quantities findings use.
+
+Everything is on the run's clock (seconds since the run started).  These are
+the only accessors the catalogue uses, so the meaning of "the downlink came
+back" or "the server noticed" is defined once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from lab.report.analysis import Outage, outage_around
+
+FRAME_S = 0.02
+# aioice sends a consent check every 5 s x U(0.8, 1.2): a recovery that waits
+# for the next check lands within 6 s of the event; margin for scheduling.
+CONSENT_INTERVAL_MAX_S = 6.0
+RECOVERY_MARGIN_S = 1.5
+
+
+def downlink_arrivals(call: dict[str, Any]) -> list[float]:
+    """When the caller heard each downlink frame."""
+    return [ms / 1000 for ms in call["timeline"]["downlink_ms"]]
+
+
+def uplink_arrivals(call: dict[str, Any]) -> list[float]:
+    """When the server heard the caller's frames, rebuilt every 20 ms from its stretches."""
+    arrivals: list[float] = []
+    for start_ms, end_ms in call["timeline"]["uplink_segments_ms"]:
+        t = start_ms / 1000
+        while t <= end_ms / 1000 + 1e-9:
+            arrivals.append(round(t, 4))
+            t += FRAME_S
+    return arrivals
+
+
+def call_end(call: dict[str, Any]) -> float:
+    return float(call["timeline"]["end_ms"]) / 1000
+
+
+def step_time(run: dict[str, Any], action: str, nth: int = 0) -> float | None:
+    """When the ``nth`` step of ``action`` was done (None if the run had none)."""
+    times = [step["done_at_s"] for step in run["steps"] if step["action"] == action]
+    return float(times[nth]) if len(times) > nth else None
+
+
+@dataclass(frozen=True, slots=True)
+class Interruption:
+    """What one event did to one call, both directions, and who noticed."""
+
+    uplink: Outage
+    downlink: Outage
+    event_s: float
+    server_closed_after_s: float | None  # server gave up on the session
+    server_close_reason: str | None
+    caller_noticed_after_s: float | None  # caller's connection left "connected"
+
+    def to_json(self) -> dict[str, Any]:
+        def direction(outage: Outage) -> dict[str, Any]:
+            recovery = outage.recovery_s(self.event_s)
+            return {
+                "recovered": outage.recovered,
+                "recovery_s": None if recovery is None else round(recovery, 3),
+                "gap_s": round(outage.gap_s, 3),
+            }
+
+        return {
+            "event_s": round(self.event_s, 3),
+            "uplink": direction(self.uplink),
+            "downlink": direction(self.downlink),
+            "server_closed_after_s": _round(self.server_closed_after_s),
+            "server_close_reason": self.server_close_reason,
+            "caller_noticed_after_s": _round(self.caller_noticed_after_s),
+        }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def interruption(call: dict[str, Any], event_s: float) -> Interruption:
+    until = call_end(call)
+    timeline = call["timeline"]
+    closed_ms = timeline.get("server_closed_ms")
+    # The server may close at hang-up; only a close before the caller hung up is "noticed".
+    server_closed = None
+    if closed_ms is not None and closed_ms / 1000 < until - 0.5:
+        server_closed = closed_ms / 1000 - event_s
+    caller_noticed = None
+    for at_ms, kind, state in timeline.get("states", []):
+        # The caller's own hang-up also ends in "closed"; only an earlier change counts.
+        noticed = event_s < at_ms / 1000 < until - 0.5
+        if kind == "connection" and state in ("failed", "closed") and noticed:
+            caller_noticed = at_ms / 1000 - event_s
+            break
+    uplink_until = until if server_closed is None else event_s + server_closed
+    return Interruption(
+        uplink=outage_around(uplink_arrivals(call), event_s, uplink_until),
+        downlink=outage_around(downlink_arrivals(call), event_s, until),
+        event_s=event_s,
+        server_closed_after_s=server_closed,
+        server_close_reason=timeline.get("server_close_reason") if server_closed else None,
+        caller_noticed_after_s=caller_noticed,
+    )
+
+
+def describe_recovery(outage: Outage, event_s: float) -> str:
+    recovery = outage.recovery_s(event_s)
+    if recovery is None:
+        return f"never (silent {outage.gap_s:.1f} s to the end)"
+    if outage.gap_s == 0:
+        return "not interrupted"
+    return f"back after {recovery:.1f} s"
+
+
+def loss(call: dict[str, Any], direction: str) -> float | None:
+    stats = call.get(direction) or {}
+    value = stats.get("loss_ratio")
+    return None if value is None else float(value)
+
+
+def max_gap_s(call: dict[str, Any], direction: str) -> float | None:
+    value = (call.get(direction) or {}).get("max_gap_ms")
+    return None if value is None else float(value) / 1000

@@ -1,0 +1,173 @@
+"""Run scenarios end to end and write what they found: results.json, report.md, plots.
+
+``results.json`` is the record (versioned by :data:`SCHEMA`); report.md and the
+PNGs are rendered from it alone.  A scenario that crashes still leaves a
+results.json saying so, and the index lists it as failed: a run of the whole
+catalogue never loses the scenarios that worked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import platform
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from lab.report.markdown import render_index, render_report
+from lab.report.plots import render_plots
+from lab.scenarios.model import Analysis, Scenario
+from lab.scenarios.runner import Progress, execute_run
+
+log = logging.getLogger("rtclab.scenario")
+
+SCHEMA = 1
+
+
+def environment() -> dict[str, Any]:
+    packages: dict[str, str | None] = {}
+    for name in ("aiortc", "aioice", "aiohttp", "uvloop"):
+        try:
+            packages[name] = version(name)
+        except Exception:
+            packages[name] = None
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = os.cpu_count()
+    summary = (
+        f"{cores} cores ({cpu}), Linux {platform.release()}, Python {platform.python_version()}, "
+        f"aiortc {packages['aiortc']}, aioice {packages['aioice']}; loopback with the "
+        "user-space path emulator"
+    )
+    return {
+        "cpu": cpu,
+        "cores": cores,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "packages": packages,
+        "summary": summary,
+    }
+
+
+def _finding_json(analysis: Analysis) -> list[dict[str, Any]]:
+    out = []
+    for finding in analysis.findings:
+        entry = asdict(finding)
+        entry["verdict"] = finding.verdict.value
+        entry["evidence"] = list(finding.evidence)
+        out.append(entry)
+    return out
+
+
+async def run_scenario(
+    scenario: Scenario, out_dir: Path, *, quick: bool, progress: Progress
+) -> dict[str, Any]:
+    """Run every run of ``scenario``, analyse, and write its directory."""
+    started = time.time()
+    results: dict[str, Any] = {
+        "schema": SCHEMA,
+        "scenario": scenario.name,
+        "purpose": scenario.purpose,
+        "description": scenario.description,
+        "quick": quick,
+        "started_at": datetime.fromtimestamp(started, tz=UTC).isoformat(timespec="seconds"),
+        "environment": environment(),
+        "runs": [],
+        "metrics": {},
+        "findings": [],
+        "tables": [],
+        "plots": [],
+        "error": None,
+    }
+    runs = scenario.runs(quick)
+    try:
+        log_root = out_dir / "logs"
+        if scenario.parallel:
+            data = await asyncio.gather(
+                *(
+                    execute_run(run, log_root / f"run{index}", progress)
+                    for index, run in enumerate(runs)
+                )
+            )
+        else:
+            data = [
+                await execute_run(run, log_root / f"run{index}", progress)
+                for index, run in enumerate(runs)
+            ]
+        results["runs"] = list(data)
+        analysis = scenario.analyse(results["runs"])
+        results["metrics"] = dict(analysis.metrics)
+        results["findings"] = _finding_json(analysis)
+        results["tables"] = [
+            [title, list(header), [list(r) for r in rows]]
+            for title, header, rows in analysis.tables
+        ]
+        results["plots"] = render_plots(results, out_dir, scenario.plots)
+    except Exception as exc:
+        log.exception("scenario failed", extra={"scenario": scenario.name})
+        results["error"] = f"{type(exc).__name__}: {exc}"
+        results["traceback"] = traceback.format_exc()
+    results["duration_s"] = round(time.time() - started, 1)
+    write_scenario(out_dir, results)
+    return results
+
+
+def write_scenario(out_dir: Path, results: dict[str, Any]) -> None:
+    """results.json, then report.md rendered from it (plots are already written)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    report = render_report(results)
+    if results["error"]:
+        report += f"\n## The scenario failed\n\n```\n{results['traceback']}\n```\n"
+    (out_dir / "report.md").write_text(report)
+
+
+def write_index(out_root: Path, entries: list[dict[str, Any]], note: str) -> None:
+    out_root.mkdir(parents=True, exist_ok=True)
+    (out_root / "index.md").write_text(render_index(entries, note))
+    (out_root / "index.json").write_text(
+        json.dumps({"schema": SCHEMA, "scenarios": entries}, indent=1)
+    )
+
+
+async def run_many(
+    scenarios: Sequence[Scenario], out_root: Path, *, quick: bool, progress: Progress
+) -> list[dict[str, Any]]:
+    """Run scenarios one after another; write ``index.md`` and ``index.json`` over them."""
+    began = datetime.now(tz=UTC).isoformat(timespec="seconds")
+    entries = []
+    for number, scenario in enumerate(scenarios, start=1):
+        progress(f"[{number}/{len(scenarios)}] {scenario.name}: {scenario.purpose}")
+        results = await run_scenario(
+            scenario, out_root / scenario.name, quick=quick, progress=progress
+        )
+        entries.append(
+            {
+                "scenario": scenario.name,
+                "purpose": scenario.purpose,
+                "duration_s": results["duration_s"],
+                "error": results["error"],
+                "findings": results["findings"],
+            }
+        )
+        # Rewrite the index after each scenario, so an interrupted run still has one.
+        note = (
+            f"{'Quick set, s' if quick else 'S'}tarted {began}; {environment()['summary']}. "
+            "Each scenario's report.md and results.json are in its own directory."
+        )
+        write_index(out_root, entries, note)
+    return entries

@@ -1,0 +1,359 @@
+"""Execute a scenario's runs against stacks it starts itself, and keep what it saw.
+
+For each run: start the stack (the same code as ``rtclab up``, plus the path
+emulator), start the calls, perform the timeline's steps at their times,
+poll the relay, the media servers and the emulator while the calls last, and
+return one JSON-ready dict: the calls' results (with their audio arrival
+timelines moved onto the run's clock), the steps as performed, the polled
+snapshots and the emulator's own overhead.
+
+The run's clock: seconds since the first call started (Unix time minus the
+run's origin), shared by caller results, media-server reports and steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from lab.callers.aiortc_caller import run_call
+from lab.callers.conversation import SpeakingPlan
+from lab.netem.client import NetemControl
+from lab.scenarios.model import Action, CallPlan, Run, Step
+from lab.stack import Stack, StackConfig
+
+log = logging.getLogger("rtclab.scenario")
+
+Progress = Callable[[str], None]
+
+
+class RunClock:
+    """Seconds since the run's origin, from Unix time (comparable across processes)."""
+
+    def __init__(self) -> None:
+        self.origin = time.time()
+
+    def now(self) -> float:
+        return time.time() - self.origin
+
+    def of_epoch(self, epoch: float | None) -> float | None:
+        return None if epoch is None else round(epoch - self.origin, 4)
+
+    async def sleep_until(self, at_s: float) -> None:
+        delay = at_s - self.now()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+class Calls:
+    """The calls of one run: started on demand, awaited together, never leaked."""
+
+    def __init__(self, offer_url: str, speaking: SpeakingPlan) -> None:
+        self.offer_url = offer_url
+        self.speaking = speaking
+        self.tasks: list[asyncio.Task[dict[str, Any]]] = []
+        self.labels: list[str] = []
+        self._starters: list[asyncio.Task[None]] = []
+
+    def start(self, plan: CallPlan, label: str) -> None:
+        """Start ``plan.count`` calls, ``plan.stagger_s`` apart, in the background."""
+        self._starters.append(asyncio.create_task(self._start(plan, label)))
+
+    async def _start(self, plan: CallPlan, label: str) -> None:
+        for index in range(plan.count):
+            if index:
+                await asyncio.sleep(plan.stagger_s)
+            self.labels.append(label)
+            self.tasks.append(
+                asyncio.create_task(
+                    run_call(
+                        self.offer_url,
+                        seconds=plan.seconds,
+                        speaking=self.speaking,
+                        keep_arrivals=True,
+                    )
+                )
+            )
+
+    async def results(self) -> list[tuple[str, dict[str, Any]]]:
+        """(label, result) of every call, once all have ended."""
+        await asyncio.gather(*self._starters)
+        results = await asyncio.gather(*self.tasks)
+        return list(zip(self.labels, results, strict=True))
+
+    async def cancel(self) -> None:
+        for task in [*self._starters, *self.tasks]:
+            task.cancel()
+        await asyncio.gather(*self._starters, *self.tasks, return_exceptions=True)
+
+
+class Poller:
+    """Snapshots of the relay, media servers and emulator every ``interval_s``."""
+
+    def __init__(self, stack: Stack, clock: RunClock, interval_s: float) -> None:
+        self.stack = stack
+        self.clock = clock
+        self.interval_s = interval_s
+        self.relay: list[dict[str, Any]] = []
+        self.media: list[dict[str, Any]] = []
+        # CPU seconds used so far by each part and by this process (the callers).
+        self.cpu: list[dict[str, Any]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._poll_once()  # the final state, after the calls ended
+
+    async def _loop(self) -> None:
+        while True:
+            await self._poll_once()
+            await asyncio.sleep(self.interval_s)
+
+    async def _poll_once(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=max(0.5, self.interval_s))
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            at = round(self.clock.now(), 3)
+            usage = {name: child.cpu_seconds() for name, child in self.stack.children.items()}
+            self.cpu.append({"t": at, "callers": round(time.process_time(), 3), **usage})
+            if self.stack.has_relay:
+                flows = await _get_json(http, f"{self.stack.relay_admin_url}/flows")
+                metrics = await _get_text(http, f"{self.stack.relay_admin_url}/metrics")
+                self.relay.append(
+                    {
+                        "t": at,
+                        "up": flows is not None,
+                        "flows": _compact_flows(flows or []),
+                        "drops": _relay_drops(metrics or ""),
+                    }
+                )
+            for index in range(len(self.stack.media_ports)):
+                url = f"{self.stack.media_url(index)}/sessions?closed=1"
+                sessions = await _get_json(http, url)
+                self.media.append(
+                    {
+                        "t": at,
+                        "backend": index + 1,
+                        "up": sessions is not None,
+                        "sessions": [
+                            {
+                                "id": s.get("id"),
+                                "state": s.get("state"),
+                                "remote": s.get("remote"),
+                                "close_reason": s.get("close_reason"),
+                            }
+                            for s in sessions or []
+                        ],
+                    }
+                )
+
+
+async def _get_json(http: aiohttp.ClientSession, url: str) -> Any:
+    try:
+        async with http.get(url) as response:
+            return await response.json() if response.status == 200 else None
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return None
+
+
+async def _get_text(http: aiohttp.ClientSession, url: str) -> str | None:
+    try:
+        async with http.get(url) as response:
+            return await response.text() if response.status == 200 else None
+    except (aiohttp.ClientError, TimeoutError):
+        return None
+
+
+def _compact_flows(flows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    keep = ("client", "backend_id", "upstream", "packets_up", "packets_down")
+    return [{key: flow.get(key) for key in keep} for flow in flows]
+
+
+def _relay_drops(metrics_text: str) -> dict[str, float]:
+    """``rtclab_lb_dropped_total{reason="..."}`` values from Prometheus text."""
+    drops: dict[str, float] = {}
+    for line in metrics_text.splitlines():
+        if line.startswith("rtclab_lb_dropped_total{") and 'reason="' in line:
+            reason = line.split('reason="', 1)[1].split('"', 1)[0]
+            with contextlib.suppress(ValueError):
+                drops[reason] = drops.get(reason, 0.0) + float(line.rsplit(" ", 1)[1])
+    return drops
+
+
+async def perform(
+    step: Step, stack: Stack, netem: NetemControl | None, calls: Calls
+) -> dict[str, Any]:
+    """Do one step; return what it did (its outcome goes into results.json)."""
+    args = dict(step.args)
+    if step.action is Action.IMPAIR:
+        if netem is None:
+            raise RuntimeError("an impair step needs the path emulator (Run.netem)")
+        direction = args.pop("direction", "both")
+        return {"impairments": await netem.impair(direction, **args)}
+    if step.action is Action.REBIND:
+        if netem is None:
+            raise RuntimeError("a rebind step needs the path emulator (Run.netem)")
+        return {"rebinds": await netem.rebind(args.get("mode", "port"), args.get("caller"))}
+    if step.action is Action.KILL:
+        sig = signal.Signals[args.get("signal", "SIGKILL")]
+        await stack.kill(args["part"], sig)
+        return {"killed": args["part"], "signal": sig.name}
+    if step.action is Action.RESTART:
+        started = time.monotonic()
+        await stack.restart(args["part"])
+        return {
+            "restarted": args["part"],
+            "healthy_after_ms": round((time.monotonic() - started) * 1000),
+        }
+    if step.action is Action.DRAIN:
+        await stack.drain(int(args["media"]))
+        return {"draining": f"media-{int(args['media']) + 1}"}
+    if step.action is Action.START_CALLS:
+        plan = CallPlan(
+            int(args["count"]), float(args["seconds"]), float(args.get("stagger_s", 0.3))
+        )
+        calls.start(plan, str(args.get("label", "later")))
+        return {"started": plan.count}
+    raise ValueError(f"unknown action {step.action}")
+
+
+def place_call_on_clock(result: dict[str, Any], clock: RunClock, label: str) -> dict[str, Any]:
+    """Move a call result's timelines onto the run's clock (ms since the run's origin).
+
+    The caller reports arrivals in ms since its own offer POST; the media
+    server reports the uplink in Unix time.  Both become run-clock ms, so one
+    plot and one analysis see caller, server and steps on the same axis.
+    """
+    call = dict(result)
+    start = clock.of_epoch(result.get("started")) or 0.0
+    call["label"] = label
+    call["start_s"] = start
+    arrivals = call.pop("arrivals_ms", None) or []
+    downlink_ms = [round(start * 1000 + at_ms) for at_ms, _pts in arrivals]
+    server = result.get("server_view") or {}
+    uplink = server.get("uplink_timeline") or {}
+    call["timeline"] = {
+        "downlink_ms": downlink_ms,
+        "uplink_segments_ms": _uplink_segments(uplink, clock),
+        "states": [
+            [round(start * 1000 + (ms or 0)), kind, state]
+            for ms, kind, state in result.get("states", [])
+        ],
+        "server_closed_ms": _ms(clock.of_epoch(server.get("closed"))),
+        "server_close_reason": server.get("close_reason"),
+        "end_ms": round(
+            start * 1000
+            + (result.get("setup_ms") or {}).get("answer", 0)
+            + result.get("talk_ms", 0)
+        ),
+    }
+    return call
+
+
+def _ms(seconds: float | None) -> int | None:
+    return None if seconds is None else round(seconds * 1000)
+
+
+def _uplink_segments(uplink: dict[str, Any], clock: RunClock) -> list[list[int]]:
+    """Stretches of continuous uplink audio as the server heard them: first..last minus gaps."""
+    first, last = clock.of_epoch(uplink.get("first")), clock.of_epoch(uplink.get("last"))
+    if first is None or last is None:
+        return []
+    segments: list[list[int]] = []
+    start = first
+    for gap_start_epoch, gap_s in uplink.get("gaps", []):
+        gap_start = clock.of_epoch(gap_start_epoch)
+        if gap_start is None:
+            continue
+        segments.append([round(start * 1000), round(gap_start * 1000)])
+        start = gap_start + gap_s
+    segments.append([round(start * 1000), round(last * 1000)])
+    return segments
+
+
+async def execute_run(run: Run, log_dir: Path, progress: Progress) -> dict[str, Any]:
+    """Run one stack lifetime: calls, steps, polling; return the run's data."""
+    config = StackConfig(netem=run.netem, log_dir=log_dir, **dict(run.stack))
+    stack = Stack(config)
+    progress(f"{run.label}: starting the stack")
+    async with stack:
+        netem = NetemControl(stack.netem_control_url) if stack.netem_control_url else None
+        clock = RunClock()
+        calls = Calls(f"{stack.caller_signaling_url}/v1/calls", SpeakingPlan(**dict(run.caller)))
+        poller = Poller(stack, clock, run.poll_interval_s)
+        steps: list[dict[str, Any]] = []
+        try:
+            if netem is not None and run.impair:
+                impair = dict(run.impair)
+                await netem.impair(impair.pop("direction", "both"), **impair)
+            poller.start()
+            progress(f"{run.label}: {run.calls.count} call(s) of {run.calls.seconds:g} s")
+            calls.start(run.calls, "initial")
+            for step in sorted(run.steps, key=lambda s: s.at_s):
+                await clock.sleep_until(step.at_s)
+                progress(f"{run.label}: {step.describe()}")
+                record: dict[str, Any] = {
+                    "at_s": step.at_s,
+                    "action": step.action.value,
+                    "args": dict(step.args),
+                    "describe": step.describe(),
+                }
+                try:
+                    record["outcome"] = await perform(step, stack, netem, calls)
+                except Exception as exc:
+                    log.exception("step failed", extra={"step": step.describe()})
+                    record["error"] = f"{type(exc).__name__}: {exc}"
+                record["done_at_s"] = round(clock.now(), 3)
+                steps.append(record)
+            results = await calls.results()
+        except BaseException:
+            await calls.cancel()
+            raise
+        finally:
+            await poller.stop()
+            overhead = None
+            if netem is not None:
+                with contextlib.suppress(Exception):
+                    overhead = (await netem.state()).get("overhead")
+                await netem.close()
+    return {
+        "label": run.label,
+        "tags": dict(run.tags),
+        "config": {
+            "media_servers": config.media_servers,
+            "rebind": config.rebind,
+            "topology": config.topology,
+            "netem": config.netem,
+            "impair": dict(run.impair),
+            "calls": {"count": run.calls.count, "seconds": run.calls.seconds},
+        },
+        "steps": steps,
+        "calls": [place_call_on_clock(result, clock, label) for label, result in results],
+        "snapshots": {"relay": poller.relay, "media": poller.media, "cpu": poller.cpu},
+        "netem_overhead": _overhead_summary(overhead),
+        "duration_s": round(clock.now(), 2),
+    }
+
+
+def _overhead_summary(overhead: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not overhead:
+        return None
+    udp = overhead.get("lateness_us", {}).get("udp", {})
+    summary = (
+        f"added {udp.get('p50', 0):.0f} us p50 / {udp.get('p99', 0):.0f} us p99 beyond the "
+        f"configured delay, {overhead.get('cpu_percent_of_core', 0):.1f} % of a core"
+    )
+    return {**overhead, "summary": summary}

@@ -1,0 +1,153 @@
+"""A short run of every scenario, checking that its verdicts see what they claim.
+
+Each test starts real stacks (subprocesses, real aiortc callers, the path
+emulator) through the same code as `rtclab scenario run --quick`, then reads
+the results the report is rendered from.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lab.scenarios.catalogue import CATALOGUE, SCENARIOS
+from lab.scenarios.evidence import CONSENT_INTERVAL_MAX_S, RECOVERY_MARGIN_S
+from lab.scenarios.report import SCHEMA, run_scenario
+
+pytestmark = pytest.mark.e2e
+
+WITHIN_CONSENT_S = CONSENT_INTERVAL_MAX_S + RECOVERY_MARGIN_S
+
+
+async def run(name: str, out: Path) -> dict[str, Any]:
+    results = await run_scenario(CATALOGUE[name], out / name, quick=True, progress=lambda _m: None)
+    assert results["error"] is None, results.get("traceback")
+    # What was returned is what was written, and the report was rendered from it.
+    written = json.loads((out / name / "results.json").read_text())
+    assert written["schema"] == SCHEMA and written["scenario"] == name
+    report = (out / name / "report.md").read_text()
+    assert "| claim | expected | observed | verdict |" in report
+    for plot in written["plots"]:
+        assert (out / name / plot["file"]).stat().st_size > 1000
+    return written
+
+
+def verdicts(results: dict[str, Any]) -> dict[str, str]:
+    return {f["claim"]: f["verdict"] for f in results["findings"]}
+
+
+def test_catalogue_names_match_design() -> None:
+    assert [s.name for s in SCENARIOS] == [
+        "baseline",
+        "ip-change",
+        "nat-rebind",
+        "relay-restart",
+        "backend-crash",
+        "backend-drain",
+        "loss",
+        "setup-rtt",
+        "tts-burst",
+        "capacity",
+        "port-footprint",
+    ]
+    assert all(s.purpose and len(s.runs(True)) >= 1 for s in SCENARIOS)
+
+
+async def test_baseline(tmp_path: Path) -> None:
+    results = await run("baseline", tmp_path)
+    assert set(verdicts(results).values()) == {"confirmed"}
+    assert results["metrics"]["max_loss_ratio"] == 0
+
+
+@pytest.mark.parametrize("name", ["ip-change", "nat-rebind"])
+async def test_mobility(name: str, tmp_path: Path) -> None:
+    results = await run(name, tmp_path)
+    policies = results["metrics"]["policies"]
+    off, verified, ssrc = policies["off"], policies["verified"], policies["ssrc"]
+    # The published design: uplink back at the next consent check, downlink never.
+    assert off["uplink"]["recovered"] and off["uplink"]["recovery_s"] <= WITHIN_CONSENT_S
+    assert not off["downlink"]["recovered"]
+    # Keyed by the session and the server's answer: both back within one interval.
+    for direction in ("uplink", "downlink"):
+        assert verified[direction]["recovery_s"] is not None
+        assert verified[direction]["recovery_s"] <= WITHIN_CONSENT_S
+        assert ssrc[direction]["recovery_s"] is not None and ssrc[direction]["recovery_s"] <= 1.0
+    assert "refuted" not in verdicts(results).values()
+
+
+async def test_relay_restart(tmp_path: Path) -> None:
+    results = await run("relay-restart", tmp_path)
+    calls = results["metrics"]["calls"]
+    assert calls and all("uplink" in c for c in calls)
+    for call in calls:
+        # The next consent check rebuilds the route for the uplink...
+        assert call["uplink"]["after_restart_s"] <= WITHIN_CONSENT_S
+        # ...but the new upstream socket is a new peer to aioice: the downlink stays dead.
+        assert not call["downlink"]["recovered"]
+    found = list(verdicts(results).values())
+    assert found == ["confirmed", "refuted"]
+
+
+async def test_backend_crash(tmp_path: Path) -> None:
+    results = await run("backend-crash", tmp_path)
+    metrics = results["metrics"]
+    assert metrics["survivors"] >= 1 and metrics["survivors_ok"] == metrics["survivors"]
+    assert metrics["survivors_max_loss"] == 0
+    assert metrics["victims"] and all(not v["downlink"]["recovered"] for v in metrics["victims"])
+    assert metrics["new_calls"] and all(c["ok"] and c["backend"] == 1 for c in metrics["new_calls"])
+
+
+async def test_backend_drain(tmp_path: Path) -> None:
+    results = await run("backend-drain", tmp_path)
+    assert set(verdicts(results).values()) == {"confirmed"}
+    assert set(results["metrics"]["new_calls_backends"]) == {1}
+
+
+async def test_loss(tmp_path: Path) -> None:
+    results = await run("loss", tmp_path)
+    conditions = results["metrics"]["conditions"]
+    five = conditions["random 5%"]
+    for direction in ("uplink", "downlink"):
+        assert five[direction] >= 0.025, (direction, five)  # audio lost on that direction
+        assert five[f"{direction}_rtp"] > 0  # and the wire did lose packets
+        assert conditions["random 0%"][direction] == 0
+
+
+async def test_setup_rtt(tmp_path: Path) -> None:
+    results = await run("setup-rtt", tmp_path)
+    fits = results["metrics"]["fits"]
+    # Each later phase costs more round trips, and the fit is a line.
+    assert 1.0 < fits["answer"]["round_trips"] < fits["datachannel_open"]["round_trips"]
+    assert fits["ice_connected"]["round_trips"] < fits["dtls_connected"]["round_trips"]
+    assert fits["datachannel_open"]["r2"] > 0.9
+    medians = results["metrics"]["medians_ms"]
+    assert medians["200"]["datachannel_open"] > medians["0"]["datachannel_open"] + 600
+
+
+async def test_tts_burst(tmp_path: Path) -> None:
+    results = await run("tts-burst", tmp_path)
+    clean = results["metrics"]["answers"]["clean"]
+    dark = results["metrics"]["answers"]["1 s downlink blackout mid-answer"]
+    assert clean["generation_finished_ms"] < clean["last_frame_sent_ms"] - 2000
+    assert clean["frames_heard"] >= clean["frames_expected"] - 5
+    assert 35 <= dark["frames_expected"] - dark["frames_heard"] <= 65
+
+
+async def test_capacity(tmp_path: Path) -> None:
+    results = await run("capacity", tmp_path)
+    metrics = results["metrics"]
+    assert metrics["peak_concurrent"] >= 6 and metrics["calls_ok"] == metrics["peak_concurrent"]
+    fractions = [level["media_core_fraction"] for level in metrics["levels"]]
+    assert all(f is not None and f > 0 for f in fractions)
+    assert fractions[-1] > fractions[0]  # more sessions, more CPU
+    assert metrics["media_core_per_session"] > 0
+
+
+async def test_port_footprint(tmp_path: Path) -> None:
+    results = await run("port-footprint", tmp_path)
+    direct, relay = results["metrics"]["direct"], results["metrics"]["relay"]
+    assert direct["public_udp_ports"] == direct["calls"] == direct["calls_ok"]
+    assert relay["public_udp_ports"] == 1 and relay["media_server_udp_ports"] == relay["calls"]
