@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import signal
 import socket
 import sys
@@ -67,10 +68,17 @@ class StackConfig:
     relay_args: tuple[str, ...] = ()
     media_args: tuple[str, ...] = ()
     signaling_args: tuple[str, ...] = ()
+    # Relay instances sharing the public port (SO_REUSEPORT), and where they keep
+    # flow state: "memory" (each its own) or "redis" (a redis-server the stack starts).
+    relays: int = 1
+    state: str = "memory"
     netem: bool = False  # put the path emulator between callers and the stack
     netem_args: tuple[str, ...] = ()
     log_dir: Path | None = None
     log_level: str = "INFO"
+    # Prefix for every child's command line (e.g. ``ip netns exec NAME``), so another
+    # lab can run the same parts somewhere else.
+    launcher: tuple[str, ...] = ()
     ready_timeout_s: float = 30.0  # cold imports of aiortc take a few seconds on 2 cores
 
     @classmethod
@@ -171,6 +179,13 @@ class Stack:
         self.signaling_port = config.signaling_port or free_port()
         self.relay_port = config.relay_port or free_port(socket.SOCK_DGRAM, host)
         self.relay_admin_port = config.relay_admin_port or free_port()
+        # Further instances get their own admin ports; they share the public one.
+        self.relay_admin_ports = [self.relay_admin_port] + [
+            free_port() for _ in range(config.relays - 1)
+        ]
+        if config.state not in ("memory", "redis"):
+            raise StackError(f"state must be memory or redis, not {config.state!r}")
+        self.redis_port = free_port() if config.state == "redis" else None
         media_ports = list(config.media_ports)
         while len(media_ports) < config.media_servers:
             media_ports.append(free_port())
@@ -195,6 +210,27 @@ class Stack:
     @property
     def relay_admin_url(self) -> str:
         return f"http://{self.config.host}:{self.relay_admin_port}"
+
+    @property
+    def relay_names(self) -> list[str]:
+        """``relay`` for one instance, ``relay-1``, ``relay-2``... for several."""
+        if not self.has_relay:
+            return []
+        if self.config.relays == 1:
+            return ["relay"]
+        return [f"relay-{i + 1}" for i in range(self.config.relays)]
+
+    def relay_admin_urls(self) -> dict[str, str]:
+        return {
+            name: f"http://{self.config.host}:{port}"
+            for name, port in zip(self.relay_names, self.relay_admin_ports, strict=True)
+        }
+
+    @property
+    def redis_url(self) -> str | None:
+        return (
+            None if self.redis_port is None else f"redis://{self.config.host}:{self.redis_port}/0"
+        )
 
     def media_url(self, index: int) -> str:
         return f"http://{self.config.host}:{self.media_ports[index]}"
@@ -229,6 +265,8 @@ class Stack:
             "offer_url": f"{self.caller_signaling_url}/v1/calls",
             "relay": f"{self.config.host}:{self.relay_port}" if self.has_relay else None,
             "relay_admin": self.relay_admin_url if self.has_relay else None,
+            "relay_instances": self.relay_admin_urls(),
+            "state": self.redis_url or "memory",
             "media": [
                 {"backend_id": index + 1, "url": self.media_url(index)}
                 for index in range(len(self.media_ports))
@@ -242,32 +280,65 @@ class Stack:
     # --- process set-up -----------------------------------------------------
 
     def _python(self, module: str, *args: str) -> list[str]:
-        return [sys.executable, "-m", module, *args, "--log-level", self.config.log_level]
+        return [
+            *self.config.launcher,
+            sys.executable,
+            "-m",
+            module,
+            *args,
+            "--log-level",
+            self.config.log_level,
+        ]
 
     def _build_children(self) -> None:
         cfg = self.config
         host = cfg.host
+        if self.redis_port is not None:
+            self._add(
+                "redis",
+                [
+                    *cfg.launcher,
+                    redis_server_binary(),
+                    "--bind",
+                    host,
+                    "--port",
+                    str(self.redis_port),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(self.log_dir),
+                ],
+                f"redis://{host}:{self.redis_port}",
+            )
         if self.has_relay:
             backends = [
                 arg
                 for index in range(len(self.media_ports))
                 for arg in ("--backend", f"{index + 1}={host}")
             ]
-            self._add(
-                "relay",
-                self._python(
-                    "stun_lb",
-                    "--listen",
-                    f"{host}:{self.relay_port}",
-                    "--admin",
-                    f"{host}:{self.relay_admin_port}",
-                    "--rebind",
-                    cfg.rebind,
-                    *backends,
-                    *cfg.relay_args,
-                ),
-                f"{self.relay_admin_url}/healthz",
-            )
+            shared = ["--reuse-port"] if cfg.relays > 1 else []
+            if self.redis_url:
+                shared += ["--state", self.redis_url]
+            for name, admin_url in self.relay_admin_urls().items():
+                admin = admin_url.removeprefix("http://")
+                self._add(
+                    name,
+                    self._python(
+                        "stun_lb",
+                        "--listen",
+                        f"{host}:{self.relay_port}",
+                        "--admin",
+                        admin,
+                        "--rebind",
+                        cfg.rebind,
+                        *backends,
+                        *shared,
+                        *cfg.relay_args,
+                    ),
+                    f"{admin_url}/healthz",
+                )
         if cfg.netem:
             if not self.has_relay:
                 raise StackError(
@@ -382,6 +453,8 @@ class Stack:
                 await asyncio.sleep(0.1)
 
     async def _healthy(self, http: aiohttp.ClientSession, child: Child) -> bool:
+        if child.health_url.startswith("redis://"):
+            return await redis_answers(child.health_url)
         try:
             async with http.get(child.health_url) as response:
                 if response.status != 200:
@@ -439,6 +512,30 @@ class Stack:
         async with aiohttp.ClientSession(timeout=timeout) as http, http.get(url) as response:
             response.raise_for_status()
             return await response.json()
+
+
+def redis_server_binary() -> str:
+    found = shutil.which("redis-server")
+    if found is None:
+        raise StackError("state=redis needs redis-server (Debian: apt-get install redis-server)")
+    return found
+
+
+async def redis_answers(url: str) -> bool:
+    """True if the Redis server at ``redis://host:port`` answers PING."""
+    host, _, port = url.removeprefix("redis://").partition(":")
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 1.0)
+    except (OSError, TimeoutError):
+        return False
+    try:
+        writer.write(b"PING\r\n")
+        await writer.drain()
+        return (await asyncio.wait_for(reader.readline(), 1.0)).startswith(b"+PONG")
+    except (OSError, TimeoutError):
+        return False
+    finally:
+        writer.close()
 
 
 def process_cpu_seconds(pid: int) -> float | None:

@@ -71,10 +71,12 @@ def test_cores_are_pure(package: str) -> None:
         for module in imports_of(path):
             top = module.split(".")[0]
             ok = (
-                top in sys.stdlib_module_names and top not in {"asyncio", "socket", "time"}
-            ) or top in allowed_third_party or top == "wire" or module.startswith(
-                package.replace("/", ".")
-            ) or top == "__future__"
+                (top in sys.stdlib_module_names and top not in {"asyncio", "socket", "time"})
+                or top in allowed_third_party
+                or top == "wire"
+                or module.startswith(package.replace("/", "."))
+                or top == "__future__"
+            )
             assert ok, f"{path.relative_to(ROOT)} imports {module}"
 
 

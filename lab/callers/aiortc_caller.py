@@ -350,3 +350,19 @@ async def run_call(
         hang_up=hang_up,
     )
     return await AiortcCall(offer_url, options, on_connected=on_connected, http=http).run()
+
+
+class AiortcDriver:
+    """The lab's own caller as a :class:`lab.callers.drivers.ClientDriver`."""
+
+    name = "aiortc"
+    direction = "sendrecv"
+
+    def unavailable(self) -> str | None:
+        return None
+
+    async def call(self, offer_url: str, *, seconds: float) -> dict[str, Any]:
+        return await run_call(offer_url, seconds=seconds, keep_arrivals=True)
+
+
+DRIVER = AiortcDriver()

@@ -56,6 +56,7 @@ class Run:
     impair: Mapping[str, Any] = field(default_factory=dict)  # initial impairment, netem body
     tags: Mapping[str, Any] = field(default_factory=dict)  # e.g. {"rebind": "off", "loss": 0.05}
     caller: Mapping[str, Any] = field(default_factory=dict)  # lab.callers SpeakingPlan fields
+    client: str = "aiortc"  # a name from lab.callers.drivers.DRIVERS
     poll_interval_s: float = 0.5
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from lab.report.markdown import render_index, render_report
 from lab.report.plots import render_plots
+from lab.scenarios.environment import LOOPBACK, LabEnvironment
 from lab.scenarios.model import Analysis, Scenario
 from lab.scenarios.runner import Progress, execute_run
 
@@ -32,7 +33,7 @@ log = logging.getLogger("rtclab.scenario")
 SCHEMA = 1
 
 
-def environment() -> dict[str, Any]:
+def environment(lab: LabEnvironment = LOOPBACK) -> dict[str, Any]:
     packages: dict[str, str | None] = {}
     for name in ("aiortc", "aioice", "aiohttp", "uvloop"):
         try:
@@ -50,8 +51,7 @@ def environment() -> dict[str, Any]:
     cores = os.cpu_count()
     summary = (
         f"{cores} cores ({cpu}), Linux {platform.release()}, Python {platform.python_version()}, "
-        f"aiortc {packages['aiortc']}, aioice {packages['aioice']}; loopback with the "
-        "user-space path emulator"
+        f"aiortc {packages['aiortc']}, aioice {packages['aioice']}; {lab.describe()}"
     )
     return {
         "cpu": cpu,
@@ -59,6 +59,7 @@ def environment() -> dict[str, Any]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "packages": packages,
+        "lab": lab.name,
         "summary": summary,
     }
 
@@ -74,7 +75,12 @@ def _finding_json(analysis: Analysis) -> list[dict[str, Any]]:
 
 
 async def run_scenario(
-    scenario: Scenario, out_dir: Path, *, quick: bool, progress: Progress
+    scenario: Scenario,
+    out_dir: Path,
+    *,
+    quick: bool,
+    progress: Progress,
+    lab: LabEnvironment = LOOPBACK,
 ) -> dict[str, Any]:
     """Run every run of ``scenario``, analyse, and write its directory."""
     started = time.time()
@@ -85,7 +91,7 @@ async def run_scenario(
         "description": scenario.description,
         "quick": quick,
         "started_at": datetime.fromtimestamp(started, tz=UTC).isoformat(timespec="seconds"),
-        "environment": environment(),
+        "environment": environment(lab),
         "runs": [],
         "metrics": {},
         "findings": [],
@@ -99,13 +105,13 @@ async def run_scenario(
         if scenario.parallel:
             data = await asyncio.gather(
                 *(
-                    execute_run(run, log_root / f"run{index}", progress)
+                    execute_run(run, log_root / f"run{index}", progress, lab)
                     for index, run in enumerate(runs)
                 )
             )
         else:
             data = [
-                await execute_run(run, log_root / f"run{index}", progress)
+                await execute_run(run, log_root / f"run{index}", progress, lab)
                 for index, run in enumerate(runs)
             ]
         results["runs"] = list(data)
@@ -145,7 +151,12 @@ def write_index(out_root: Path, entries: list[dict[str, Any]], note: str) -> Non
 
 
 async def run_many(
-    scenarios: Sequence[Scenario], out_root: Path, *, quick: bool, progress: Progress
+    scenarios: Sequence[Scenario],
+    out_root: Path,
+    *,
+    quick: bool,
+    progress: Progress,
+    lab: LabEnvironment = LOOPBACK,
 ) -> list[dict[str, Any]]:
     """Run scenarios one after another; write ``index.md`` and ``index.json`` over them."""
     began = datetime.now(tz=UTC).isoformat(timespec="seconds")
@@ -153,7 +164,7 @@ async def run_many(
     for number, scenario in enumerate(scenarios, start=1):
         progress(f"[{number}/{len(scenarios)}] {scenario.name}: {scenario.purpose}")
         results = await run_scenario(
-            scenario, out_root / scenario.name, quick=quick, progress=progress
+            scenario, out_root / scenario.name, quick=quick, progress=progress, lab=lab
         )
         entries.append(
             {
@@ -166,7 +177,7 @@ async def run_many(
         )
         # Rewrite the index after each scenario, so an interrupted run still has one.
         note = (
-            f"{'Quick set, s' if quick else 'S'}tarted {began}; {environment()['summary']}. "
+            f"{'Quick set, s' if quick else 'S'}tarted {began}; {environment(lab)['summary']}. "
             "Each scenario's report.md and results.json are in its own directory."
         )
         write_index(out_root, entries, note)

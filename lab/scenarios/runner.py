@@ -26,9 +26,10 @@ import aiohttp
 
 from lab.callers.aiortc_caller import run_call
 from lab.callers.conversation import SpeakingPlan
-from lab.netem.client import NetemControl
+from lab.callers.drivers import driver
+from lab.scenarios.environment import LOOPBACK, LabEnvironment, PathControl
 from lab.scenarios.model import Action, CallPlan, Run, Step
-from lab.stack import Stack, StackConfig
+from lab.stack import Stack
 
 log = logging.getLogger("rtclab.scenario")
 
@@ -56,9 +57,10 @@ class RunClock:
 class Calls:
     """The calls of one run: started on demand, awaited together, never leaked."""
 
-    def __init__(self, offer_url: str, speaking: SpeakingPlan) -> None:
+    def __init__(self, offer_url: str, speaking: SpeakingPlan, client: str = "aiortc") -> None:
         self.offer_url = offer_url
         self.speaking = speaking
+        self.client = client
         self.tasks: list[asyncio.Task[dict[str, Any]]] = []
         self.labels: list[str] = []
         self._starters: list[asyncio.Task[None]] = []
@@ -72,16 +74,14 @@ class Calls:
             if index:
                 await asyncio.sleep(plan.stagger_s)
             self.labels.append(label)
-            self.tasks.append(
-                asyncio.create_task(
-                    run_call(
-                        self.offer_url,
-                        seconds=plan.seconds,
-                        speaking=self.speaking,
-                        keep_arrivals=True,
-                    )
-                )
+            self.tasks.append(asyncio.create_task(self._one(plan.seconds)))
+
+    async def _one(self, seconds: float) -> dict[str, Any]:
+        if self.client == "aiortc":  # the lab's own caller takes a speaking plan
+            return await run_call(
+                self.offer_url, seconds=seconds, speaking=self.speaking, keep_arrivals=True
             )
+        return await driver(self.client).call(self.offer_url, seconds=seconds)
 
     async def results(self) -> list[tuple[str, dict[str, Any]]]:
         """(label, result) of every call, once all have ended."""
@@ -129,15 +129,19 @@ class Poller:
             at = round(self.clock.now(), 3)
             usage = {name: child.cpu_seconds() for name, child in self.stack.children.items()}
             self.cpu.append({"t": at, "callers": round(time.process_time(), 3), **usage})
-            if self.stack.has_relay:
-                flows = await _get_json(http, f"{self.stack.relay_admin_url}/flows")
-                metrics = await _get_text(http, f"{self.stack.relay_admin_url}/metrics")
+            for name, admin in self.stack.relay_admin_urls().items():
+                flows = await _get_json(http, f"{admin}/flows")
+                metrics = await _get_text(http, f"{admin}/metrics")
                 self.relay.append(
                     {
                         "t": at,
+                        "instance": name,
                         "up": flows is not None,
                         "flows": _compact_flows(flows or []),
                         "drops": _relay_drops(metrics or ""),
+                        "takeovers": _metric_by_label(
+                            metrics or "", "rtclab_lb_state_takeovers_total", "upstream"
+                        ),
                     }
                 )
             for index in range(len(self.stack.media_ports)):
@@ -183,34 +187,56 @@ def _compact_flows(flows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _relay_drops(metrics_text: str) -> dict[str, float]:
-    """``rtclab_lb_dropped_total{reason="..."}`` values from Prometheus text."""
-    drops: dict[str, float] = {}
+    """Drop counts by reason from the relay's Prometheus text."""
+    return _metric_by_label(metrics_text, "rtclab_lb_drops_total", "reason")
+
+
+def _metric_by_label(metrics_text: str, name: str, label: str) -> dict[str, float]:
+    """``name{label="x",...} value`` lines summed by the value of ``label``."""
+    values: dict[str, float] = {}
     for line in metrics_text.splitlines():
-        if line.startswith("rtclab_lb_dropped_total{") and 'reason="' in line:
-            reason = line.split('reason="', 1)[1].split('"', 1)[0]
+        if line.startswith(name + "{") and f'{label}="' in line:
+            key = line.split(f'{label}="', 1)[1].split('"', 1)[0]
             with contextlib.suppress(ValueError):
-                drops[reason] = drops.get(reason, 0.0) + float(line.rsplit(" ", 1)[1])
-    return drops
+                values[key] = values.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    return values
+
+
+# A kill target resolved at the step: the relay instance carrying the most flows,
+# so a failover always moves calls whatever the kernel's hash chose.
+BUSIEST_RELAY = "busiest-relay"
+
+
+async def busiest_relay(stack: Stack) -> str:
+    counts: dict[str, int] = {}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
+        for name, admin in stack.relay_admin_urls().items():
+            flows = await _get_json(http, f"{admin}/flows")
+            counts[name] = len(flows or [])
+    return max(counts, key=lambda name: counts[name])
 
 
 async def perform(
-    step: Step, stack: Stack, netem: NetemControl | None, calls: Calls
+    step: Step, stack: Stack, path: PathControl | None, calls: Calls
 ) -> dict[str, Any]:
     """Do one step; return what it did (its outcome goes into results.json)."""
     args = dict(step.args)
     if step.action is Action.IMPAIR:
-        if netem is None:
-            raise RuntimeError("an impair step needs the path emulator (Run.netem)")
+        if path is None:
+            raise RuntimeError("an impair step needs a controllable path (Run.netem)")
         direction = args.pop("direction", "both")
-        return {"impairments": await netem.impair(direction, **args)}
+        return {"impairments": await path.impair(direction, **args)}
     if step.action is Action.REBIND:
-        if netem is None:
-            raise RuntimeError("a rebind step needs the path emulator (Run.netem)")
-        return {"rebinds": await netem.rebind(args.get("mode", "port"), args.get("caller"))}
+        if path is None:
+            raise RuntimeError("a rebind step needs a controllable path (Run.netem)")
+        return {"rebinds": await path.rebind(args.get("mode", "port"), args.get("caller"))}
     if step.action is Action.KILL:
         sig = signal.Signals[args.get("signal", "SIGKILL")]
-        await stack.kill(args["part"], sig)
-        return {"killed": args["part"], "signal": sig.name}
+        part = args["part"]
+        if part == BUSIEST_RELAY:
+            part = await busiest_relay(stack)
+        await stack.kill(part, sig)
+        return {"killed": part, "signal": sig.name}
     if step.action is Action.RESTART:
         started = time.monotonic()
         await stack.restart(args["part"])
@@ -284,21 +310,25 @@ def _uplink_segments(uplink: dict[str, Any], clock: RunClock) -> list[list[int]]
     return segments
 
 
-async def execute_run(run: Run, log_dir: Path, progress: Progress) -> dict[str, Any]:
+async def execute_run(
+    run: Run, log_dir: Path, progress: Progress, lab: LabEnvironment = LOOPBACK
+) -> dict[str, Any]:
     """Run one stack lifetime: calls, steps, polling; return the run's data."""
-    config = StackConfig(netem=run.netem, log_dir=log_dir, **dict(run.stack))
+    config = lab.stack_config(run.netem, run.stack, log_dir=log_dir)
     stack = Stack(config)
     progress(f"{run.label}: starting the stack")
     async with stack:
-        netem = NetemControl(stack.netem_control_url) if stack.netem_control_url else None
+        path = lab.path(stack) if run.netem else None
         clock = RunClock()
-        calls = Calls(f"{stack.caller_signaling_url}/v1/calls", SpeakingPlan(**dict(run.caller)))
+        calls = Calls(
+            f"{stack.caller_signaling_url}/v1/calls", SpeakingPlan(**dict(run.caller)), run.client
+        )
         poller = Poller(stack, clock, run.poll_interval_s)
         steps: list[dict[str, Any]] = []
         try:
-            if netem is not None and run.impair:
+            if path is not None and run.impair:
                 impair = dict(run.impair)
-                await netem.impair(impair.pop("direction", "both"), **impair)
+                await path.impair(impair.pop("direction", "both"), **impair)
             poller.start()
             progress(f"{run.label}: {run.calls.count} call(s) of {run.calls.seconds:g} s")
             calls.start(run.calls, "initial")
@@ -312,7 +342,7 @@ async def execute_run(run: Run, log_dir: Path, progress: Progress) -> dict[str, 
                     "describe": step.describe(),
                 }
                 try:
-                    record["outcome"] = await perform(step, stack, netem, calls)
+                    record["outcome"] = await perform(step, stack, path, calls)
                 except Exception as exc:
                     log.exception("step failed", extra={"step": step.describe()})
                     record["error"] = f"{type(exc).__name__}: {exc}"
@@ -325,10 +355,10 @@ async def execute_run(run: Run, log_dir: Path, progress: Progress) -> dict[str, 
         finally:
             await poller.stop()
             overhead = None
-            if netem is not None:
+            if path is not None:
                 with contextlib.suppress(Exception):
-                    overhead = (await netem.state()).get("overhead")
-                await netem.close()
+                    overhead = (await path.state()).get("overhead")
+                await path.close()
     return {
         "label": run.label,
         "tags": dict(run.tags),
@@ -337,8 +367,10 @@ async def execute_run(run: Run, log_dir: Path, progress: Progress) -> dict[str, 
             "rebind": config.rebind,
             "topology": config.topology,
             "netem": config.netem,
+            "lab": lab.name,
             "impair": dict(run.impair),
             "calls": {"count": run.calls.count, "seconds": run.calls.seconds},
+            "client": run.client,
         },
         "steps": steps,
         "calls": [place_call_on_clock(result, clock, label) for label, result in results],

@@ -8,6 +8,7 @@ the results the report is rendered from.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ def test_catalogue_names_match_design() -> None:
         "ip-change",
         "nat-rebind",
         "relay-restart",
+        "relay-failover",
         "backend-crash",
         "backend-drain",
         "loss",
@@ -89,6 +91,27 @@ async def test_relay_restart(tmp_path: Path) -> None:
         assert not call["downlink"]["recovered"]
     found = list(verdicts(results).values())
     assert found == ["confirmed", "refuted"]
+
+
+@pytest.mark.skipif(not shutil.which("redis-server"), reason="redis-server is not installed")
+async def test_relay_failover(tmp_path: Path) -> None:
+    results = await run("relay-failover", tmp_path)
+    metrics = results["metrics"]
+    # Killed instance, in-memory state: uplink at the next consent check, downlink lost.
+    for call in metrics["memory"]["moved"]:
+        assert call["uplink"]["recovery_s"] <= WITHIN_CONSENT_S
+        assert not call["downlink"]["recovered"]
+    # Redis: the survivor takes the flow over on its first packet, same upstream address.
+    moved = metrics["redis"]["moved"]
+    assert moved and metrics["memory"]["moved"], "the busiest relay carried no call"
+    for call in moved:
+        for direction in ("uplink", "downlink"):
+            assert call[direction]["recovery_s"] is not None
+            assert call[direction]["recovery_s"] <= 0.5
+    assert metrics["redis"]["takeovers"].get("same", 0) >= len(moved)
+    # Redis gone: known flows carry on.
+    outage = metrics["redis_outage"]
+    assert outage["calls_ok"] == outage["calls"] and outage["max_gap_s"] < 0.3
 
 
 async def test_backend_crash(tmp_path: Path) -> None:

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from lab.scenarios.catalogue import baseline, failures, impairment, mobility, scale, tts
+from lab.scenarios.catalogue import (
+    baseline,
+    failover,
+    failures,
+    impairment,
+    mobility,
+    scale,
+    tts,
+)
 from lab.scenarios.model import Scenario
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -10,6 +18,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     mobility.IP_CHANGE,
     mobility.NAT_REBIND,
     failures.RELAY_RESTART,
+    failover.RELAY_FAILOVER,
     failures.BACKEND_CRASH,
     failures.BACKEND_DRAIN,
     impairment.LOSS,

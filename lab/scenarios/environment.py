@@ -1,0 +1,71 @@
+"""Where a scenario's stack runs and how its path is controlled.
+
+The timelines are the same everywhere; what differs is where the processes
+live and what "impair" and "rebind" do.  On loopback (the default) the stack's
+parts are plain subprocesses and the path is the user-space emulator.  Another
+lab (network namespaces with a real NAT, say) provides its own
+:class:`LabEnvironment`: how to start the stack there and a :class:`PathControl`
+whose rebind is a real NAT rebinding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
+
+from lab.netem.client import NetemControl
+from lab.stack import Stack, StackConfig
+
+
+class PathControl(Protocol):
+    """What a timeline may do to the path between callers and the stack.
+
+    ``impair(direction, **fields)`` takes the emulator's impairment fields
+    (delay_ms, loss, burst, blackhole, ...); ``rebind(mode, caller)`` moves the
+    caller to a new source port (``port``) or address (``address``).
+    """
+
+    @property
+    def impair(self) -> Callable[..., Awaitable[dict[str, Any]]]: ...
+
+    @property
+    def rebind(self) -> Callable[..., Awaitable[list[dict[str, str]]]]: ...
+
+    async def state(self) -> dict[str, Any]: ...
+
+    async def close(self) -> None: ...
+
+
+class LabEnvironment(Protocol):
+    name: str
+
+    def stack_config(self, netem: bool, overrides: Mapping[str, Any], **extra: Any) -> StackConfig:
+        """The stack for a run; ``netem`` says whether the run wants a controllable path."""
+        ...
+
+    def path(self, stack: Stack) -> PathControl | None:
+        """The control of the path in front of ``stack`` (None: no path in between)."""
+        ...
+
+    def describe(self) -> str:
+        """One line for reports: where the run happened."""
+        ...
+
+
+class Loopback:
+    """Everything on 127.0.0.0/8; the path is the user-space emulator (lab/netem)."""
+
+    name = "loopback"
+
+    def stack_config(self, netem: bool, overrides: Mapping[str, Any], **extra: Any) -> StackConfig:
+        return StackConfig(netem=netem, **dict(overrides), **extra)
+
+    def path(self, stack: Stack) -> PathControl | None:
+        url = stack.netem_control_url
+        return NetemControl(url) if url else None
+
+    def describe(self) -> str:
+        return "loopback with the user-space path emulator"
+
+
+LOOPBACK = Loopback()
