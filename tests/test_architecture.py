@@ -4,8 +4,9 @@
 - the three servers never import one another (they talk HTTP and UDP) nor the lab;
 - every ``core`` package imports only the standard library, numpy, ``wire`` and itself;
 - the lab starts servers but reaches into none of their internals: from a server
-  it may import only the click command (to register it) and
-  ``webrtc_server.aioice_patch`` (the one place that knows aiortc's private parts).
+  it may import only the click command (to register it),
+  ``webrtc_server.aioice_patch`` (the one place that knows aiortc's private parts)
+  and ``webrtc_server.media`` (the audio track edges a caller shares).
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ LAB_MAY_IMPORT = {
     "webrtc_server.cli",
     "signaling.cli",
     "webrtc_server.aioice_patch",
+    # The audio edges (a paced 20 ms track, a remote-track reader) are the same
+    # for a caller and a media server; written once, there.
+    "webrtc_server.media",
 }
 
 

@@ -31,13 +31,13 @@ from aiortc import (
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.mediastreams import MediaStreamTrack
 from av import AudioFrame
 
-from lab.callers.audio import VoiceTrack, frame_samples
 from lab.callers.conversation import Speaker, SpeakingPlan
 from lab.callers.record import CallRecord, error_text, session_from_body
 from webrtc_server import aioice_patch
+from webrtc_server.media import PacedAudioTrack, frame_samples, read_track
 from wire.addr import Address
 from wire.speech import level_dbfs
 
@@ -100,7 +100,7 @@ class AiortcCall:
         )
         self._speaker = Speaker(self.options.speaking)
         self.record.utterance_ends = self._speaker.utterance_ends  # shared, filled as it speaks
-        self._voice = VoiceTrack(self._speaker, self._clock)
+        self._voice = PacedAudioTrack(self._speaker.next_frame, self._clock)
         self._transceiver: RTCRtpTransceiver | None = None
         self._up = asyncio.Event()
         self._down = asyncio.Event()
@@ -315,15 +315,15 @@ class AiortcCall:
         task.add_done_callback(self._tasks.discard)
 
     async def _listen(self, track: MediaStreamTrack) -> None:
-        # Always read remote tracks: aiortc queues unread frames without bound.
-        while True:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
-                return
-            if track.kind == "audio" and isinstance(frame, AudioFrame):
-                level = level_dbfs(frame_samples(frame))
-                self.record.on_downlink_frame(self._clock(), frame.pts, level)
+        if track.kind != "audio":
+            await read_track(track, lambda _frame: None)
+            return
+
+        def on_frame(frame: AudioFrame) -> None:
+            level = level_dbfs(frame_samples(frame))
+            self.record.on_downlink_frame(self._clock(), frame.pts, level)
+
+        await read_track(track, on_frame)
 
 
 async def run_call(

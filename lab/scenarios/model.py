@@ -97,3 +97,6 @@ class Scenario:
     # Runs that measure independent things (one per policy, say) may share the
     # machine: they halve the wall time, and 1-2 calls each cost little CPU.
     parallel: bool = False
+    # Print each call's result as it is summarised (the reference scenario does,
+    # so a first run shows what one call through the relay looks like).
+    show_calls: bool = False

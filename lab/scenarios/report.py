@@ -24,6 +24,7 @@ from typing import Any
 
 from lab.report.markdown import render_index, render_report
 from lab.report.plots import render_plots
+from lab.report.text import call_summary
 from lab.scenarios.environment import LOOPBACK, LabEnvironment
 from lab.scenarios.model import Analysis, Scenario
 from lab.scenarios.runner import Progress, execute_run
@@ -166,6 +167,10 @@ async def run_many(
         results = await run_scenario(
             scenario, out_root / scenario.name, quick=quick, progress=progress, lab=lab
         )
+        if scenario.show_calls:
+            for run in results["runs"]:
+                for call in run["calls"]:
+                    progress(call_summary(call))
         entries.append(
             {
                 "scenario": scenario.name,

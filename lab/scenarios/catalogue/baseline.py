@@ -66,4 +66,5 @@ BASELINE = Scenario(
     ),
     runs=runs,
     analyse=analyse,
+    show_calls=True,
 )
