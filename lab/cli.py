@@ -209,9 +209,25 @@ def scenario_list() -> None:
     is_flag=True,
     help="Shorter calls and fewer levels: the set CI runs (a few minutes for all).",
 )
+@click.option(
+    "--lab",
+    "lab_name",
+    type=click.Choice(["loopback", "netns", "compose"]),
+    default="loopback",
+    show_default=True,
+    envvar="RTCLAB_LAB",
+    help="Where the runs happen: loopback (stacks started here), netns (inside "
+    "`rtclab lab --netns`, which sets this), compose (the caller container of "
+    "docker-compose.yml, which sets this).",
+)
 @logging_options
 def scenario_run(
-    names: tuple[str, ...], out_dir: str, quick: bool, log_level: str, log_format: str
+    names: tuple[str, ...],
+    out_dir: str,
+    quick: bool,
+    lab_name: str,
+    log_level: str,
+    log_format: str,
 ) -> None:
     """Run scenarios NAMES (or `all`) and write their reports under --out.
 
@@ -222,6 +238,7 @@ def scenario_run(
 
     from rich.console import Console
 
+    from lab.netns.select import lab_environment
     from lab.scenarios.catalogue import CATALOGUE, SCENARIOS
     from lab.scenarios.report import run_many
 
@@ -239,7 +256,13 @@ def scenario_run(
     def progress(message: str) -> None:
         console.print(f"[dim]{time.monotonic() - began:6.1f}s[/dim] {message}")
 
-    entries = asyncio.run(run_many(chosen, Path(out_dir), quick=quick, progress=progress))
+    lab = lab_environment(lab_name)
+    try:
+        entries = asyncio.run(
+            run_many(chosen, Path(out_dir), quick=quick, progress=progress, lab=lab)
+        )
+    finally:
+        lab.close()
     failed = False
     for entry in entries:
         verdicts = [f["verdict"] for f in entry["findings"]]
@@ -321,6 +344,7 @@ def token_decode(ufrag: str, secret: str | None) -> None:
 def _register_servers() -> None:
     # Each server owns its command; the lab only gathers them under one name.
     from lab.netem.cli import command as netem_command
+    from lab.netns.cli import command as lab_command
     from signaling.cli import command as signaling_command
     from stun_lb.cli import command as lb_command
     from webrtc_server.cli import command as media_command
@@ -329,6 +353,7 @@ def _register_servers() -> None:
     main.add_command(media_command, "media")
     main.add_command(signaling_command, "signaling")
     main.add_command(netem_command, "netem")
+    main.add_command(lab_command, "lab")
 
 
 _register_servers()

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from lab.netem.client import NetemControl
+from lab.scenarios.model import Run
 from lab.stack import Stack, StackConfig
 
 
@@ -38,6 +39,17 @@ class PathControl(Protocol):
 
 class LabEnvironment(Protocol):
     name: str
+    # The address callers gather on (and so send from): loopback here, the caller
+    # namespace's address in the namespace lab.
+    caller_host: str
+
+    def skip_reason(self, run: Run) -> str | None:
+        """Why this lab cannot do ``run`` (None: it can); skipped runs are reported."""
+        ...
+
+    def make_stack(self, config: StackConfig) -> Stack:
+        """The stack object for a run (a lab whose services already run starts nothing)."""
+        ...
 
     def stack_config(self, netem: bool, overrides: Mapping[str, Any], **extra: Any) -> StackConfig:
         """The stack for a run; ``netem`` says whether the run wants a controllable path."""
@@ -51,11 +63,22 @@ class LabEnvironment(Protocol):
         """One line for reports: where the run happened."""
         ...
 
+    def close(self) -> None:
+        """Release what the lab holds (emulators, rules) once all scenarios ran."""
+        ...
+
 
 class Loopback:
     """Everything on 127.0.0.0/8; the path is the user-space emulator (lab/netem)."""
 
     name = "loopback"
+    caller_host = "127.0.0.1"
+
+    def skip_reason(self, run: Run) -> str | None:
+        return None
+
+    def make_stack(self, config: StackConfig) -> Stack:
+        return Stack(config)
 
     def stack_config(self, netem: bool, overrides: Mapping[str, Any], **extra: Any) -> StackConfig:
         return StackConfig(netem=netem, **dict(overrides), **extra)
@@ -66,6 +89,9 @@ class Loopback:
 
     def describe(self) -> str:
         return "loopback with the user-space path emulator"
+
+    def close(self) -> None:
+        pass
 
 
 LOOPBACK = Loopback()

@@ -100,8 +100,17 @@ async def run_scenario(
         "plots": [],
         "error": None,
     }
-    runs = scenario.runs(quick)
+    runs = []
+    results["skipped_runs"] = []
+    for run in scenario.runs(quick):
+        reason = lab.skip_reason(run)
+        if reason is None:
+            runs.append(run)
+        else:
+            results["skipped_runs"].append({"label": run.label, "reason": reason})
     try:
+        if not runs:
+            raise RuntimeError(f"this lab ({lab.name}) can do none of the runs")
         log_root = out_dir / "logs"
         if scenario.parallel:
             data = await asyncio.gather(

@@ -57,10 +57,17 @@ class RunClock:
 class Calls:
     """The calls of one run: started on demand, awaited together, never leaked."""
 
-    def __init__(self, offer_url: str, speaking: SpeakingPlan, client: str = "aiortc") -> None:
+    def __init__(
+        self,
+        offer_url: str,
+        speaking: SpeakingPlan,
+        client: str = "aiortc",
+        bind_host: str = "127.0.0.1",
+    ) -> None:
         self.offer_url = offer_url
         self.speaking = speaking
         self.client = client
+        self.bind_host = bind_host
         self.tasks: list[asyncio.Task[dict[str, Any]]] = []
         self.labels: list[str] = []
         self._starters: list[asyncio.Task[None]] = []
@@ -79,7 +86,11 @@ class Calls:
     async def _one(self, seconds: float) -> dict[str, Any]:
         if self.client == "aiortc":  # the lab's own caller takes a speaking plan
             return await run_call(
-                self.offer_url, seconds=seconds, speaking=self.speaking, keep_arrivals=True
+                self.offer_url,
+                seconds=seconds,
+                speaking=self.speaking,
+                bind_host=self.bind_host,
+                keep_arrivals=True,
             )
         return await driver(self.client).call(self.offer_url, seconds=seconds)
 
@@ -315,13 +326,16 @@ async def execute_run(
 ) -> dict[str, Any]:
     """Run one stack lifetime: calls, steps, polling; return the run's data."""
     config = lab.stack_config(run.netem, run.stack, log_dir=log_dir)
-    stack = Stack(config)
+    stack = lab.make_stack(config)
     progress(f"{run.label}: starting the stack")
     async with stack:
         path = lab.path(stack) if run.netem else None
         clock = RunClock()
         calls = Calls(
-            f"{stack.caller_signaling_url}/v1/calls", SpeakingPlan(**dict(run.caller)), run.client
+            f"{stack.caller_signaling_url}/v1/calls",
+            SpeakingPlan(**dict(run.caller)),
+            run.client,
+            lab.caller_host,
         )
         poller = Poller(stack, clock, run.poll_interval_s)
         steps: list[dict[str, Any]] = []

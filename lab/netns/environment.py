@@ -1,0 +1,332 @@
+"""The namespace lab as a scenario environment (runs inside the caller namespace).
+
+``rtclab lab --netns run`` builds the namespaces, then runs the scenario
+runner inside the caller namespace with the lab's :class:`Plan` in the
+environment (``RTCLAB_NETNS``).  There, :class:`NetnsLab`:
+
+* starts each run's stack in the server namespace (``launcher`` = ``ip netns
+  exec SERVER``, ``host`` = the server's address) on ports it hands out
+  itself -- the runner's process lives in another namespace, so it cannot
+  ask the kernel which ports are free over there;
+* when the run wants a controllable path and the kernel has no netem, starts
+  a user-space emulator on the router and redirects that run's traffic (by
+  its relay and signaling ports) into it, before the stack starts: the
+  callers still address the relay, the media servers still advertise it,
+  and the emulator's outbound traffic leaves through the masquerade, so the
+  relay sees the NAT's public address either way;
+* rebinds through the NAT itself (:mod:`lab.netns.nat`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+from lab.netem.client import NetemControl
+from lab.netem.core import Direction, LinkConfig
+from lab.netem.impair import apply, config_json, parse_impair
+from lab.netns.host import die_with_parent
+from lab.netns.nat import NatControl, NatError, sh
+from lab.netns.plan import LAN_DEVICE, TABLE, WAN_DEVICE, Impairment, Plan, in_namespace
+from lab.netns.shaping import class_commands, class_netem
+from lab.scenarios.model import Run
+from lab.stack import DEFAULT_MEDIA_SERVERS, Stack, StackConfig
+
+log = logging.getLogger("rtclab.netns")
+
+PLAN_VARIABLE = "RTCLAB_NETNS"  # the Plan as JSON, set by `rtclab lab --netns` for the runner
+EMULATOR_READY_S = 20.0  # a cold `python -m lab.netem` imports aiohttp: a second or two
+
+
+class PortBlocks:
+    """Consecutive fixed ports, never handed out twice in one lab."""
+
+    def __init__(self, first: int) -> None:
+        self._next = first
+
+    def take(self, count: int) -> list[int]:
+        ports = list(range(self._next, self._next + count))
+        self._next += count
+        if self._next > 32767:
+            raise RuntimeError("the lab ran out of fixed ports below the ephemeral range")
+        return ports
+
+
+class Emulator:
+    """One run's user-space emulator on the router, with that run's traffic redirected in."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        *,
+        relay_port: int,
+        signaling_port: int,
+        ports: list[int],
+        log_path: Path,
+    ) -> None:
+        self.plan = plan
+        self.relay_port = relay_port
+        self.signaling_port = signaling_port
+        self.udp_port, self.tcp_port, self.control_port = ports
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def control_url(self) -> str:
+        return f"http://{self.plan.nat_lan_address}:{self.control_port}"
+
+    def _nft(self, verb: str, table_map: str, element: str) -> list[str]:
+        return in_namespace(
+            self.plan.namespace("nat"),
+            ["nft", verb, "element", "ip", TABLE, table_map, f"{{ {element} }}"],
+        )
+
+    def start(self) -> None:
+        """Start it and wait until it answers (blocking: runs before any call exists)."""
+        lan, server = self.plan.nat_lan_address, self.plan.server_address
+        argv = in_namespace(
+            self.plan.namespace("nat"),
+            [
+                sys.executable,
+                "-m",
+                "lab.netem",
+                "--udp-listen",
+                f"{lan}:{self.udp_port}",
+                "--udp-upstream",
+                f"{server}:{self.relay_port}",
+                "--tcp-listen",
+                f"{lan}:{self.tcp_port}",
+                "--tcp-upstream",
+                f"{server}:{self.signaling_port}",
+                "--control",
+                f"{lan}:{self.control_port}",
+            ],
+        )
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=self._log,
+            preexec_fn=die_with_parent,
+        )
+        deadline = time.monotonic() + EMULATOR_READY_S
+        while not self._answers():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the emulator on the router did not start; see {self.log_path}")
+            time.sleep(0.1)
+        subprocess.run(
+            self._nft("add", "emu_udp", f"{self.relay_port} : {self.udp_port}"), check=True
+        )
+        subprocess.run(
+            self._nft("add", "emu_tcp", f"{self.signaling_port} : {self.tcp_port}"), check=True
+        )
+
+    def _answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.control_url}/healthz", timeout=1) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def stop(self) -> None:
+        for table_map, port in (("emu_udp", self.relay_port), ("emu_tcp", self.signaling_port)):
+            subprocess.run(self._nft("delete", table_map, str(port)), capture_output=True)
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+class NetnsLab:
+    """A :class:`~lab.scenarios.environment.LabEnvironment` for the namespace lab."""
+
+    name = "netns"
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.caller_host = plan.caller_address
+        self._ports = PortBlocks(plan.first_port)
+        self._emulators: dict[int, Emulator] = {}  # by relay port
+        self._classes = 1  # HTB minors handed out (1 is the default class)
+        self._moved_in_use: set[str] = set()
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> NetnsLab:
+        text = (os.environ if environ is None else environ).get(PLAN_VARIABLE)
+        if not text:
+            raise RuntimeError(
+                f"{PLAN_VARIABLE} is not set: the namespace lab runs through `rtclab lab --netns`"
+            )
+        return cls(Plan.from_json(text))
+
+    def skip_reason(self, run: Run) -> str | None:
+        return None  # every run fits: each gets its own stack, as on loopback
+
+    def make_stack(self, config: StackConfig) -> Stack:
+        return Stack(config)
+
+    def stack_config(self, netem: bool, overrides: Mapping[str, Any], **extra: Any) -> StackConfig:
+        fields = dict(overrides)
+        media = int(fields.get("media_servers", DEFAULT_MEDIA_SERVERS))
+        relay, admin, signaling, *media_ports = self._ports.take(3 + media)
+        server = self.plan.namespace("server")
+        fields.update(
+            host=self.plan.server_address,
+            launcher=("ip", "netns", "exec", server),
+            relay_port=relay,
+            relay_admin_port=admin,
+            signaling_port=signaling,
+            media_ports=tuple(media_ports),
+            netem=False,  # the path is the router's, not a process next to the stack
+        )
+        config = StackConfig(**fields, **extra)
+        if netem and self.plan.impairment is Impairment.EMULATOR:
+            log_dir = extra.get("log_dir") or Path("/tmp")
+            emulator = Emulator(
+                self.plan,
+                relay_port=relay,
+                signaling_port=signaling,
+                ports=self._ports.take(3),
+                log_path=Path(log_dir) / "netem.log",
+            )
+            emulator.start()
+            self._emulators[relay] = emulator
+        return config
+
+    def path(self, stack: Stack) -> NetnsPath:
+        minor = 0
+        if self.plan.impairment is Impairment.NETEM:
+            self._classes += 1
+            minor = self._classes
+        return NetnsPath(
+            self,
+            stack,
+            emulator=self._emulators.pop(stack.relay_port, None),
+            minor=minor,
+        )
+
+    def nat_control(self, relay_port: int) -> NatControl:
+        return NatControl(
+            self.plan.namespace("nat"),
+            server_address=self.plan.server_address,
+            relay_port=relay_port,
+            wan_device=WAN_DEVICE,
+            prefix_len=self.plan.wan_prefix_len,
+            pool=self.plan.moved_addresses,
+            in_use=self._moved_in_use,
+        )
+
+    def close(self) -> None:
+        """Stop emulators of runs whose stack never got a path (a failed start)."""
+        for emulator in self._emulators.values():
+            emulator.stop()
+        self._emulators.clear()
+
+    def describe(self) -> str:
+        how = {
+            Impairment.NETEM: "tc netem on the router",
+            Impairment.EMULATOR: "the user-space emulator on the router (this kernel has no netem)",
+            Impairment.NONE: "none",
+        }[self.plan.impairment]
+        return (
+            "network namespaces: callers behind a kernel NAT (nftables masquerade, conntrack "
+            f"rebinding); impairment: {how}"
+        )
+
+
+class NetnsPath:
+    """What a timeline does to the path of one run: the router's NAT and impairments."""
+
+    def __init__(self, lab: NetnsLab, stack: Stack, *, emulator: Emulator | None, minor: int):
+        self.lab = lab
+        self.stack = stack
+        self.emulator = emulator
+        self.minor = minor
+        self.nat = lab.nat_control(stack.relay_port)
+        self.netem = NetemControl(emulator.control_url) if emulator else None
+        self.links = {Direction.UP: LinkConfig(), Direction.DOWN: LinkConfig()}
+        self._class_ready = False
+
+    @property
+    def impair(self) -> Callable[..., Awaitable[dict[str, Any]]]:
+        return self._impair
+
+    @property
+    def rebind(self) -> Callable[..., Awaitable[list[dict[str, str]]]]:
+        return self._rebind
+
+    async def _impair(self, direction: str = "both", **fields: Any) -> dict[str, Any]:
+        if self.netem is not None:
+            return await self.netem.impair(direction, **fields)
+        if self.minor == 0:
+            raise NatError("this lab runs without impairment (--impairment none)")
+        request = parse_impair({"direction": direction, **fields})
+        await self._ensure_class()
+        nat = self.lab.plan.namespace("nat")
+        # Uplink leaves the router on its WAN link, downlink on its LAN link.
+        devices = {Direction.UP: WAN_DEVICE, Direction.DOWN: LAN_DEVICE}
+        for which in request.directions:
+            self.links[which] = apply(self.links[which], request)
+            await sh(class_netem(nat, devices[which], self.minor, self.links[which]))
+        return {d.value: config_json(self.links[d]) for d in Direction}
+
+    async def _ensure_class(self) -> None:
+        if self._class_ready:
+            return
+        plan, stack = self.lab.plan, self.stack
+        nat = plan.namespace("nat")
+        server = f"{plan.server_address}/32"
+        ports = (str(stack.relay_port), str(stack.signaling_port))
+        up = [["ip", "dst", server, "match", "ip", "dport", port, "0xffff"] for port in ports]
+        down = [["ip", "src", server, "match", "ip", "sport", port, "0xffff"] for port in ports]
+        for device, matches in ((WAN_DEVICE, up), (LAN_DEVICE, down)):
+            for argv in class_commands(nat, device, self.minor, matches):
+                await sh(argv)
+        self._class_ready = True
+
+    async def _rebind(self, mode: str = "port", caller: str | None = None) -> list[dict[str, str]]:
+        # The NAT moves every mapping of this run: a run's callers share one router.
+        return await self.nat.rebind(mode)
+
+    async def state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "lab": "netns",
+            "impairment": self.lab.plan.impairment.value,
+            "mappings": [
+                {"inside": f"{m.inside[0]}:{m.inside[1]}", "public": f"{m.public[0]}:{m.public[1]}"}
+                for m in await self.nat.mappings()
+            ],
+        }
+        if self.netem is not None:
+            emulated = await self.netem.state()
+            state["overhead"] = emulated.get("overhead")
+            state["emulator"] = emulated
+        else:
+            state["impairments"] = {d.value: config_json(self.links[d]) for d in Direction}
+        return state
+
+    async def close(self) -> None:
+        await self.nat.close()
+        if self.netem is not None:
+            await self.netem.close()
+        if self.emulator is not None:
+            await asyncio.to_thread(self.emulator.stop)
