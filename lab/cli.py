@@ -220,12 +220,20 @@ def scenario_list() -> None:
     "`rtclab lab --netns`, which sets this), compose (the caller container of "
     "docker-compose.yml, which sets this).",
 )
+@click.option(
+    "--client",
+    default="aiortc",
+    show_default=True,
+    help="Who calls: a client from lab.callers.drivers (aiortc, chromium, node-wrtc, ...). "
+    "Only ip-change and nat-rebind take another; their reports go to NAME-CLIENT.",
+)
 @logging_options
 def scenario_run(
     names: tuple[str, ...],
     out_dir: str,
     quick: bool,
     lab_name: str,
+    client: str,
     log_level: str,
     log_format: str,
 ) -> None:
@@ -250,6 +258,17 @@ def scenario_run(
         if name not in CATALOGUE:
             raise click.BadParameter(f"no scenario {name!r}; see `rtclab scenario list`")
         chosen.append(CATALOGUE[name])
+    if client != "aiortc":
+        from lab.callers.drivers import driver
+        from lab.scenarios.catalogue.mobility import with_client
+
+        try:
+            reason = driver(client).unavailable()
+            chosen = [with_client(item, client) for item in chosen]
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--client") from exc
+        if reason:
+            raise click.UsageError(f"client {client} cannot run here: {reason}")
     console = Console(stderr=True)
     began = time.monotonic()
 

@@ -8,7 +8,8 @@ Routes (RFC 9725 WHIP where it applies):
 - ``DELETE /v1/calls/{id}``: hang up on the media server that holds it.
 - ``PATCH /v1/calls/{id}``: 405; trickle ICE and ICE restart are not supported.
 - ``GET /v1/backends``: what signaling believes about each media server.
-- ``/healthz``, ``/metrics``.  ``GET /`` is left for a page served later.
+- ``GET /``: a page that calls the agent from a browser; its scripts under ``/static/``.
+- ``/healthz``, ``/metrics``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -44,6 +46,9 @@ WALL_CLOCK: web.AppKey[WallClock] = web.AppKey("wall_clock")
 CALLS_PATH = "/v1/calls"
 CALL_PATH_ALIASES = ("/v1/calls", "/v1/realtime/calls")
 BACKEND_HEADER = "X-Rtclab-Backend"
+# The call page: plain files, no build step; only these types are served.
+STATIC_DIR = Path(__file__).parent / "static"
+STATIC_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
 NO_RENEGOTIATION = (
     "trickle ICE and ICE restart are not supported: the media server (aiortc) ignores "
     "re-offers on a live session. To recover, DELETE this call and POST a new offer."
@@ -96,6 +101,8 @@ def create_app(
         item.add_route("PATCH", patch_call)
         item.add_route("*", _method_not_allowed("GET, DELETE"))
     app.router.add_get("/v1/backends", list_backends)
+    app.router.add_get("/", page)
+    app.router.add_get("/static/{name}", page)
 
     app.cleanup_ctx.append(_media_client)
     app.cleanup_ctx.append(_health_poller)
@@ -215,6 +222,22 @@ def _method_not_allowed(allow: str) -> Handler:
 
 async def list_backends(request: web.Request) -> web.StreamResponse:
     return web.json_response({"backends": request.app[BACKENDS].to_json()})
+
+
+async def page(request: web.Request) -> web.StreamResponse:
+    name = request.match_info.get("name", "index.html")
+    path = (STATIC_DIR / name).resolve()
+    content_type = STATIC_TYPES.get(path.suffix)
+    inside = path.parent == STATIC_DIR.resolve()  # whatever a decoded name held
+    if content_type is None or not inside or not path.is_file():
+        raise ApiError(404, "not_found", f"no file {request.path!r}")
+    # no-cache: a page edited while `rtclab up` runs is picked up on reload.
+    return web.Response(
+        body=path.read_bytes(),
+        content_type=content_type,
+        charset="utf-8",
+        headers={"Cache-Control": "no-cache"},
+    )
 
 
 # --- middleware and lifecycle ---------------------------------------------------

@@ -97,6 +97,7 @@ class Scenario:
     # Runs that measure independent things (one per policy, say) may share the
     # machine: they halve the wall time, and 1-2 calls each cost little CPU.
     parallel: bool = False
+    max_parallel: int | None = None  # runs at once when parallel (None: all of them)
     # Print each call's result as it is summarised (the reference scenario does,
     # so a first run shows what one call through the relay looks like).
     show_calls: bool = False

@@ -26,7 +26,7 @@ from lab.report.markdown import render_index, render_report
 from lab.report.plots import render_plots
 from lab.report.text import call_summary
 from lab.scenarios.environment import LOOPBACK, LabEnvironment
-from lab.scenarios.model import Analysis, Scenario
+from lab.scenarios.model import Analysis, Run, Scenario
 from lab.scenarios.runner import Progress, execute_run
 
 log = logging.getLogger("rtclab.scenario")
@@ -113,12 +113,13 @@ async def run_scenario(
             raise RuntimeError(f"this lab ({lab.name}) can do none of the runs")
         log_root = out_dir / "logs"
         if scenario.parallel:
-            data = await asyncio.gather(
-                *(
-                    execute_run(run, log_root / f"run{index}", progress, lab)
-                    for index, run in enumerate(runs)
-                )
-            )
+            gate = asyncio.Semaphore(scenario.max_parallel or len(runs))
+
+            async def bounded(index: int, run: Run) -> dict[str, Any]:
+                async with gate:
+                    return await execute_run(run, log_root / f"run{index}", progress, lab)
+
+            data = await asyncio.gather(*(bounded(i, run) for i, run in enumerate(runs)))
         else:
             data = [
                 await execute_run(run, log_root / f"run{index}", progress, lab)

@@ -54,6 +54,7 @@ def test_catalogue_names_match_design() -> None:
         "tts-burst",
         "capacity",
         "port-footprint",
+        "interop",
     ]
     assert all(s.purpose and len(s.runs(True)) >= 1 for s in SCENARIOS)
 

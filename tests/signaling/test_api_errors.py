@@ -161,8 +161,3 @@ async def test_only_post_on_the_collection(
 async def test_unknown_call_is_404(client: TestClient[Any, Any], method: str) -> None:
     response = await client.request(method, "/v1/calls/call_nonexistent")
     assert await error_of(response) == (404, "call_not_found")
-
-
-async def test_root_is_left_free(client: TestClient[Any, Any]) -> None:
-    response = await client.get("/")
-    assert response.status == 404

@@ -7,6 +7,7 @@ from lab.scenarios.catalogue import (
     failover,
     failures,
     impairment,
+    interop,
     mobility,
     scale,
     tts,
@@ -26,6 +27,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     tts.TTS_BURST,
     scale.CAPACITY,
     scale.PORT_FOOTPRINT,
+    interop.INTEROP,
 )
 
 CATALOGUE: dict[str, Scenario] = {scenario.name: scenario for scenario in SCENARIOS}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lab.callers.drivers import DRIVERS
 from lab.scenarios.evidence import (
     CONSENT_INTERVAL_MAX_S,
     RECOVERY_MARGIN_S,
@@ -28,18 +29,27 @@ POLICIES = ("off", "verified", "ssrc")
 WITHIN_CONSENT_S = CONSENT_INTERVAL_MAX_S + RECOVERY_MARGIN_S
 # aioice gives up after 6 failed consent checks: about 30 s (field notes: 28-34 s).
 SERVER_GIVES_UP_S = (24.0, 40.0)
+# A client in a process of its own (a browser) starts before it offers: up to ~4.5 s
+# with three browsers and three stacks on 2 cores.  The move waits that long too, so it
+# lands in the same settled phase of the call as with the lab's caller.
+CLIENT_START_S = 5.0
 
 
-def _runs(mode: str, quick: bool) -> tuple[Run, ...]:
+def _runs(mode: str, quick: bool, client: str = "aiortc") -> tuple[Run, ...]:
     # Full runs last long enough (> 35 s after the move) to see the server give up.
     seconds, move_at = (16.0, 5.0) if quick else (44.0, 6.0)
+    suffix = ""
+    if client != "aiortc":
+        move_at += CLIENT_START_S
+        suffix = f" ({client})"
     return tuple(
         Run(
-            label=f"rebind={policy}",
+            label=f"rebind={policy}{suffix}",
             calls=CallPlan(count=1, seconds=seconds),
             steps=(Step(move_at, Action.REBIND, {"mode": mode}),),
             stack={"media_servers": 1, "rebind": policy},
             tags={"rebind": policy},
+            client=client,
         )
         for policy in POLICIES
     )
@@ -205,28 +215,61 @@ def _verdict(confirmed: bool, refuted: bool) -> Verdict:
     return Verdict.REFUTED if refuted else Verdict.INCONCLUSIVE
 
 
-IP_CHANGE = Scenario(
-    name="ip-change",
-    purpose="The caller's IP address changes mid-call, under each --rebind policy.",
-    description=(
-        "One call per relay policy; mid-call the path emulator moves the caller to a new "
-        "source address in 127.0.0.0/8 (a phone leaving Wi-Fi for cellular). Old "
-        "address: gone. " + (__doc__ or "").split("\n\n", 1)[1].replace("\n", " ")
-    ),
-    runs=lambda quick: _runs("address", quick),
-    analyse=_analyse,
-    parallel=True,
-)
+def ip_change(client: str = "aiortc") -> Scenario:
+    return Scenario(
+        name=_named("ip-change", client),
+        purpose="The caller's IP address changes mid-call, under each --rebind policy.",
+        description=(
+            f"One call per relay policy{_by(client)}; mid-call the path emulator moves the "
+            "caller to a new source address in 127.0.0.0/8 (a phone leaving Wi-Fi for "
+            "cellular). Old address: gone. "
+            + (__doc__ or "").split("\n\n", 1)[1].replace("\n", " ")
+        ),
+        runs=lambda quick: _runs("address", quick, client),
+        analyse=_analyse,
+        parallel=True,
+    )
 
-NAT_REBIND = Scenario(
-    name="nat-rebind",
-    purpose="The caller's NAT gives it a new source port mid-call, under each --rebind policy.",
-    description=(
-        "One call per relay policy; mid-call the path emulator moves the caller's mapping "
-        "to a new source port on the same address (a NAT that expired and re-created "
-        "the mapping). " + (__doc__ or "").split("\n\n", 1)[1].replace("\n", " ")
-    ),
-    runs=lambda quick: _runs("port", quick),
-    analyse=_analyse,
-    parallel=True,
-)
+
+def nat_rebind(client: str = "aiortc") -> Scenario:
+    return Scenario(
+        name=_named("nat-rebind", client),
+        purpose="The caller's NAT gives it a new source port mid-call, under each --rebind policy.",
+        description=(
+            f"One call per relay policy{_by(client)}; mid-call the path emulator moves the "
+            "caller's mapping to a new source port on the same address (a NAT that expired and "
+            "re-created the mapping). " + (__doc__ or "").split("\n\n", 1)[1].replace("\n", " ")
+        ),
+        runs=lambda quick: _runs("port", quick, client),
+        analyse=_analyse,
+        parallel=True,
+    )
+
+
+def _named(name: str, client: str) -> str:
+    # Another client's runs are another scenario's report, beside the lab caller's.
+    return name if client == "aiortc" else f"{name}-{client}"
+
+
+def _by(client: str) -> str:
+    return "" if client == "aiortc" else f", the caller a {client} client"
+
+
+IP_CHANGE = ip_change()
+NAT_REBIND = nat_rebind()
+# The scenarios a caller other than the lab's own can run (`scenario run --client`).
+BY_CLIENT = {"ip-change": ip_change, "nat-rebind": nat_rebind}
+
+
+def with_client(scenario: Scenario, client: str) -> Scenario:
+    """``scenario`` with ``client`` (a name in lab.callers.drivers.DRIVERS) as the caller."""
+    if client not in DRIVERS:
+        raise ValueError(f"no client {client!r}; known: {', '.join(DRIVERS)}")
+    if client == "aiortc":
+        return scenario
+    if scenario.name not in BY_CLIENT:
+        raise ValueError(
+            f"scenario {scenario.name!r} runs only the lab's own caller; "
+            f"--client works with {', '.join(BY_CLIENT)}"
+        )
+    return BY_CLIENT[scenario.name](client)

@@ -1,0 +1,1 @@
+"""What the call page (signaling/static/) reports, read by the browser drivers."""
