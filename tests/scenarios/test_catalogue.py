@@ -175,3 +175,22 @@ async def test_port_footprint(tmp_path: Path) -> None:
     direct, relay = results["metrics"]["direct"], results["metrics"]["relay"]
     assert direct["public_udp_ports"] == direct["calls"] == direct["calls_ok"]
     assert relay["public_udp_ports"] == 1 and relay["media_server_udp_ports"] == relay["calls"]
+
+
+async def test_interop(tmp_path: Path) -> None:
+    results = await run("interop", tmp_path)
+    clients = results["metrics"]["clients"]
+    available = {name: c for name, c in clients.items() if c["available"]}
+    assert "aiortc" in available
+    for name, client in available.items():
+        for policy, run_ in client["policies"].items():
+            assert run_["connected"], (name, policy, run_["error"])
+            assert run_["uplink_received"] > 0, (name, policy)
+            if not run_["send_only"]:
+                assert run_["downlink_received"] > 0, (name, policy)
+        # Keyed by the session and the server's answer, every client comes back.
+        verified = client["policies"]["verified"]["rebind"]
+        assert verified["uplink"]["recovery_s"] is not None, name
+        assert verified["uplink"]["recovery_s"] <= WITHIN_CONSENT_S, name
+    # The published policy strands the downlink of the lab's own caller.
+    assert not clients["aiortc"]["policies"]["off"]["rebind"]["downlink"]["recovered"]
