@@ -65,14 +65,21 @@ def stop(proc: subprocess.Popen[bytes], grace_s: float = 5.0) -> None:
 
 def cpu_seconds(pids: Sequence[int]) -> float:
     """User + system CPU time of these processes (all their threads), in seconds."""
-    ticks = 0
+    return sum(cpu_seconds_by_pid(pids).values())
+
+
+def cpu_seconds_by_pid(pids: Sequence[int]) -> dict[int, float]:
+    """User + system CPU time of each process (all its threads), in seconds; 0 once gone."""
+    found = {}
     for pid in pids:
+        ticks = 0
         with contextlib.suppress(FileNotFoundError, ProcessLookupError):
             stat = Path(f"/proc/{pid}/stat").read_text()
             # Fields after the command name, which may itself hold spaces or ')'.
             rest = stat[stat.rindex(")") + 2 :].split()
-            ticks += int(rest[11]) + int(rest[12])  # utime, stime
-    return ticks / os.sysconf("SC_CLK_TCK")
+            ticks = int(rest[11]) + int(rest[12])  # utime, stime
+        found[pid] = ticks / os.sysconf("SC_CLK_TCK")
+    return found
 
 
 def children(pid: int) -> list[int]:
@@ -81,6 +88,22 @@ def children(pid: int) -> list[int]:
         with contextlib.suppress(FileNotFoundError):
             found += [int(p) for p in (task / "children").read_text().split()]
     return found
+
+
+def descendants(pid: int) -> list[int]:
+    """Children, grandchildren, ...: every process a started process has forked."""
+    found: list[int] = []
+    with contextlib.suppress(FileNotFoundError):
+        for child in children(pid):
+            found += [child, *descendants(child)]
+    return found
+
+
+def pin(pid: int, cpu: int) -> None:
+    """Move a running process, every thread of it, to one core."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(int(task.name), {cpu})
 
 
 _next_port = 0

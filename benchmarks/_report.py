@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from _report_workers import workers_section
+
 NOTES_MARKER = "<!-- hand-written notes below this line are kept when the file is regenerated -->"
 
 
@@ -32,6 +34,16 @@ def _table_rows(report: dict[str, Any]) -> list[list[str]]:
                 ("~" if row.get("cpu_derived") else "")
                 + _with_spread(row["cpu_us_per_packet"], row["cpu_us_per_packet_spread"], ".2f"),
                 _num(row["cpu_ratio_to_nginx"], ".2f"),
+                _with_spread(
+                    row["equal_load_cpu_us_per_packet"],
+                    row["equal_load_cpu_us_per_packet_spread"],
+                    ".2f",
+                )
+                + (
+                    f" ({row['equal_load_cpu_ratio_to_nginx']:.2f})"
+                    if row["equal_load_cpu_ratio_to_nginx"] is not None
+                    else ""
+                ),
                 "baseline" if name == "direct" else f"{p50} / {p99}",
                 f"{row['rtt_p50_us']:.0f} / {row['rtt_p99_us']:.0f}",
             ]
@@ -42,12 +54,14 @@ def _table_rows(report: dict[str, Any]) -> list[list[str]]:
 def _headers(report: dict[str, Any]) -> list[str]:
     rate = report["settings"]["latency_pps"]
     loss = report["settings"]["loss_limit"]
+    equal = report["settings"].get("equal_pps", 0.0)
     return [
         "forwarder",
         f"max pps <{loss:.0%} loss",
         "ratio to nginx",
-        "CPU us/packet",
+        "CPU us/packet at max",
         "ratio to nginx",
+        f"CPU us/packet at {equal:,.0f}/s (ratio to nginx)",
         f"added RTT p50/p99 (us) at {rate:,.0f}/s",
         "RTT p50/p99 (us)",
     ]
@@ -61,6 +75,16 @@ def render_table(report: dict[str, Any]) -> str:
     out.append("  ".join("-" * w for w in widths))
     out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in lines]
     out += ["", _figures_note(report), "", _proof_text(report)]
+    beside = _beside_text(report)
+    if beside:
+        out += ["", beside]
+    for key, fig in report["summary"].get("workers", {}).items():
+        if fig["workers"] > 1:
+            out.append(
+                f"{key}: {_num(fig['pps_ratio_to_1_worker'], '.2f')}x the max rate and"
+                f" {_num(fig['cpu_ratio_to_1_worker'], '.2f')}x the CPU per datagram of one"
+                f" worker; busiest worker's share of flows {_num(fig['busiest_flow_share'], '.0%')}"
+            )
     for name, reason in report["skipped"].items():
         out.append(f"skipped {name}: {reason}")
     return "\n".join(out)
@@ -80,6 +104,18 @@ def _figures_note(report: dict[str, Any]) -> str:
         note += (
             f" {disturbed} failing steps were repeated because the forwarder had used less"
             " than 80 % of its core: something else had it (a neighbour on the machine)."
+        )
+    cut = {
+        row["label"]: row["disturbed_verdicts"]
+        for row in report["summary"]["rows"].values()
+        if row.get("disturbed_verdicts")
+    }
+    if cut:
+        note += (
+            " Still disturbed after two repeats, a failing step's verdict stands, so that"
+            ' round\'s maximum is a lower bound (marked >= in "Each round"): '
+            + ", ".join(f"{label} {n}" for label, n in cut.items())
+            + "."
         )
     if any(row.get("cpu_derived") for row in report["summary"]["rows"].values()):
         note += (
@@ -103,8 +139,8 @@ def _proof_text(report: dict[str, Any]) -> str:
             f"Sending as fast as it could it sent {_num(g['capacity_pps'])}/s, and the direct"
             f" path (same generator and sink, no forwarder) carried {_num(g['direct_max_pps'])}/s"
             f" at <{report['settings']['loss_limit']:.0%} loss; in every round at least"
-            f" {_num(g['min_headroom'], '.2f')}x the best forwarder ({g['best_forwarder']},"
-            f" {_num(g['best_forwarder_pps'])}/s).",
+            f" {_num(g['min_headroom'], '.2f')}x the best forwarder of that round"
+            f" ({g['best_forwarder']}; median {_num(g['best_forwarder_pps'])}/s).",
             f"At each forwarder's maximum it sent >= {_num(share and share * 100, '.1f')}% of the"
             " offered rate, and "
             + (
@@ -121,6 +157,40 @@ def _proof_text(report: dict[str, Any]) -> str:
                 if not g["steps_decided_by_sink_drops"]
                 else "."
             ),
+        ]
+    )
+
+
+def _beside_text(report: dict[str, Any]) -> str:
+    """The generator check for paths with a worker on the generator's core (spread)."""
+    g = report["summary"].get("generator_beside")
+    if not g:
+        return ""
+    share = g["min_sent_share_at_max"]
+    kept_up = share is not None and share >= 0.99
+    return " ".join(
+        [
+            "With a worker beside the generator (spread:"
+            f" {', '.join(dict.fromkeys(n for p in g['rounds'] for n in p['forwarders']))}) the"
+            " generator shares its core by design, so the direct path's headroom proves nothing"
+            " for those paths.",
+            f"At each of their maxima the generator sent >= {_num(share and share * 100, '.1f')}%"
+            " of the offered rate"
+            + (
+                ""
+                if kept_up
+                else " (below 99 %: there, the generator, starved by the worker beside it, may"
+                " be what limited the rate)"
+            )
+            + ", and "
+            + (
+                "each maximum is bracketed by a failing step at which it sent faster."
+                if g["all_maxima_bracketed"]
+                else "NOT every maximum is bracketed by a faster failing step."
+            ),
+            f"The sink's socket dropped {g['sink_socket_drops']} datagrams over their steps and"
+            f" the forwarders' {g['forwarder_socket_drops']}; the sink's drops decided"
+            f" {g['steps_decided_by_sink_drops']} step verdicts.",
         ]
     )
 
@@ -160,8 +230,13 @@ def render_markdown(report: dict[str, Any], previous: str = "") -> str:
         " one UDP GSO send that the kernel splits into single datagrams on delivery, so the"
         " forwarder reads one at a time; sendmmsg for the kernel path; recvmmsg at the sink;"
         f" busy-polled open-loop pacing) pinned to core {s['generator_cpu']}; the forwarder"
-        f" alone on core {s['forwarder_cpu']}. All in a {s['network_namespace']} network"
-        " namespace, loopback only.",
+        f" alone on core {s['forwarder_cpu']}"
+        + (
+            ' (with several workers: see "Worker processes" for where each ran)'
+            if max(s.get("workers", [1])) > 1
+            else ""
+        )
+        + f". All in a {s['network_namespace']} network namespace, loopback only.",
         f"- Max rate: one-way steps of {s['step_seconds']:g} s; the first at what the generator"
         " can offer, then bisection seeded by what the overloaded step delivered (an upper"
         " bound assumed from it is tested before the search may end on it), until the bracket"
@@ -169,11 +244,17 @@ def render_markdown(report: dict[str, Any], previous: str = "") -> str:
         f" {s['loss_limit']:.0%} loss"
         ' (sent vs. received by the sink after a drain). "max pps" is the sent rate of the'
         " fastest passing step.",
-        "- CPU us/packet: the forwarder's utime+stime (/proc/PID/stat; nginx: master + worker)"
-        " over that step, divided by the datagrams the sink received. The kernel path has no"
+        "- CPU us/packet: the forwarder's utime+stime (/proc/PID/stat) summed over all its"
+        " processes (nginx: master + workers; the relay with --workers: parent + workers +"
+        " multiprocessing's resource tracker) over that step, divided by the datagrams the sink"
+        " received. The kernel path has no"
         " process: its work is done in the sender's context, inside the generator's send"
         " calls, so its figure (~) is the extra time those took per datagram through the NAT"
         " rule, against straight to the sink, at 100,000/s one datagram per send both times.",
+        f"- Equal load: after the search, one more step at {s.get('equal_pps', 0.0):,.0f}/s for"
+        " every forwarder with a process of its own. CPU per datagram falls as the rate rises"
+        " (fewer wake-ups per datagram), so figures taken at each forwarder's own maximum"
+        " compare different loads; this one compares all of them at the same.",
         "- Disturbed steps: a forwarder that cannot keep up runs flat out (90-100 % of its core"
         " here). A failing step at which it used under 80 % of its core (CPU time over the"
         " time until its last datagram arrived) lost datagrams because its core was taken from"
@@ -184,7 +265,7 @@ def render_markdown(report: dict[str, Any], previous: str = "") -> str:
         f"- {s['rounds']} round(s): every path measured once per round, in this order, so"
         " each ratio compares measurements minutes apart at most; the table gives the"
         " median over rounds (lowest-highest in brackets) and the median of per-round ratios.",
-        "- Ratios are against nginx measured in the same run.",
+        "- Ratios are against nginx with one worker process, measured in the same run.",
         "",
         "## Results",
         "",
@@ -197,6 +278,10 @@ def render_markdown(report: dict[str, Any], previous: str = "") -> str:
     ]
     for name, reason in report["skipped"].items():
         lines.append(f"Skipped {name}: {reason}")
+    beside = _beside_text(report)
+    if beside:
+        lines += [beside, ""]
+    lines += workers_section(report)
     lines += _latency_section(report)
     lines += _rounds_section(report)
     _, _, notes = previous.partition(NOTES_MARKER)
@@ -241,7 +326,16 @@ def _latency_section(report: dict[str, Any]) -> list[str]:
 
 def _rounds_section(report: dict[str, Any]) -> list[str]:
     lines = ["## Each round", ""]
-    headers = ["round", "load avg before", "path", "max pps", "CPU us/packet", "RTT p50/p99 (us)"]
+    equal = report["settings"].get("equal_pps", 0.0)
+    headers = [
+        "round",
+        "load avg before",
+        "path",
+        "max pps",
+        "CPU us/packet at max",
+        f"CPU us/packet at {equal:,.0f}/s",
+        "RTT p50/p99 (us)",
+    ]
     body = []
     for number, (found, rows) in enumerate(
         zip(report["rounds"], report["summary"]["per_round"], strict=True), start=1
@@ -252,8 +346,9 @@ def _rounds_section(report: dict[str, Any]) -> list[str]:
                     str(number),
                     f"{found['load_before'][0]:.2f}",
                     name,
-                    _num(row["max_pps"]),
+                    (">= " if row.get("disturbed_verdicts") else "") + _num(row["max_pps"]),
                     _num(row["cpu_us_per_packet"], ".2f"),
+                    _num(row["equal_load_cpu_us_per_packet"], ".2f"),
                     f"{row['rtt_p50_us']:.0f} / {row['rtt_p99_us']:.0f}",
                 ]
             )
@@ -265,8 +360,8 @@ def _rounds_section(report: dict[str, Any]) -> list[str]:
         "delivered/s",
         "loss",
         "CPU us/packet",
-        "forwarder busy",
-        "kernel drops (forwarder socket / sink socket)",
+        "forwarder busy (its own core; each worker)",
+        "kernel drops (forwarder sockets (each worker) / sink socket)",
         "verdict",
     ]
     labels = {name: row["label"] for name, row in report["summary"]["rows"].items()}
@@ -278,7 +373,7 @@ def _rounds_section(report: dict[str, Any]) -> list[str]:
             if result is None:
                 continue
             before = [result[k] for k in ("unpaced", "reference") if k in result]
-            after = [result["nat_probe"]] if "nat_probe" in result else []
+            after = [result[k] for k in ("nat_probe", "equal_load") if k in result]
             steps = before + result["steps"] + after
             body += [[str(number), *_step_cells(st)] for st in steps]
             drops = (result.get("forwarder_counters") or {}).get("drops")
@@ -300,10 +395,30 @@ def _step_cells(step: dict[str, Any]) -> list[str]:
         _num(step["delivered_pps"]),
         f"{step['loss']:.2%}",
         _num(step["cpu_us_per_packet"], ".2f"),
-        _num(step.get("forwarder_busy"), ".0%"),
-        _drops(step["kernel_drops"]),
-        ("pass" if step["passed"] else "fail") + (", disturbed" if step.get("disturbed") else ""),
+        _num(step.get("forwarder_busy"), ".0%") + _per_worker_busy(step),
+        _drops(step["kernel_drops"], _per_worker_drops(step)),
+        ("pass" if step["passed"] else "fail")
+        + (", disturbed" if step.get("disturbed") else "")
+        + (" (no repeat left)" if step.get("disturbed_verdict") else "")
+        + (f", {step['purpose']}" if step.get("purpose") else ""),
     ]
+
+
+def _per_worker_busy(step: dict[str, Any]) -> str:
+    """Each worker's share of a core over the step, when there are several."""
+    by_process = step.get("cpu_s_by_process", {})
+    workers = {role: cpu for role, cpu in by_process.items() if role.startswith("worker")}
+    elapsed = step["send_seconds"] + step["drain_active_seconds"]
+    if len(workers) < 2 or not elapsed:
+        return ""
+    return " (" + ", ".join(f"{role} {cpu / elapsed:.0%}" for role, cpu in workers.items()) + ")"
+
+
+def _per_worker_drops(step: dict[str, Any]) -> str:
+    by_process = step.get("drops_by_process", {})
+    if len(by_process) < 2:
+        return ""
+    return " (" + ", ".join(f"{role} {n}" for role, n in by_process.items()) + ")"
 
 
 def _load(sample: dict[str, Any]) -> str:
@@ -317,5 +432,5 @@ def _busy(sample: dict[str, Any]) -> str:
     return ", ".join(f"{p['comm']} ({p['cpu_percent']} %)" for p in busy[:8])
 
 
-def _drops(drops: dict[str, int]) -> str:
-    return f"{drops['forwarder_socket']} / {drops['sink_socket']}"
+def _drops(drops: dict[str, int], per_worker: str = "") -> str:
+    return f"{drops['forwarder_socket']}{per_worker} / {drops['sink_socket']}"

@@ -5,8 +5,9 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+import _workers
+
 ANCHOR = "nginx"
-USERSPACE_FORWARDERS = ("asyncio", "uvloop", "nginx")
 # A step "kept up" when the generator sent at least this share of the offered rate.
 KEPT_UP = 0.99
 # The direct path must carry at least this multiple of the best forwarder's rate.
@@ -32,6 +33,11 @@ def round_rows(paths: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "cpu_us_per_packet": best["cpu_us_per_packet"] if best else None,
             "generator_limited": result["generator_limited"],
             "disturbed_steps": sum(1 for st in result["steps"] if st.get("disturbed")),
+            # Failing steps still disturbed after every repeat: the maximum is a lower bound.
+            "disturbed_verdicts": sum(1 for st in result["steps"] if st.get("disturbed_verdict")),
+            "equal_load_cpu_us_per_packet": (result.get("equal_load") or {}).get(
+                "cpu_us_per_packet"
+            ),
             "rtt_p50_us": rtt["p50"],
             "rtt_p99_us": rtt["p99"],
             "rtt_p999_us": rtt["p999"],
@@ -55,6 +61,9 @@ def round_rows(paths: dict[str, Any]) -> dict[str, dict[str, Any]]:
         row["pps_ratio_to_nginx"] = _ratio(row["max_pps"], anchor.get("max_pps"))
         row["cpu_ratio_to_nginx"] = _ratio(
             row["cpu_us_per_packet"], anchor.get("cpu_us_per_packet")
+        )
+        row["equal_load_cpu_ratio_to_nginx"] = _ratio(
+            row["equal_load_cpu_us_per_packet"], anchor.get("equal_load_cpu_us_per_packet")
         )
     return rows
 
@@ -113,6 +122,7 @@ def summarise(report: dict[str, Any]) -> dict[str, Any]:
                 "latency_lost",
                 "cpu_derived",
                 "disturbed_steps",
+                "disturbed_verdicts",
             ):
                 continue
             row[key] = median([v[key] for v in values])
@@ -122,24 +132,49 @@ def summarise(report: dict[str, Any]) -> dict[str, Any]:
         row["cpu_derived"] = any(v.get("cpu_derived") for v in values)
         row["latency_lost"] = sum(v["latency_lost"] for v in values)
         row["disturbed_steps"] = sum(v["disturbed_steps"] for v in values)
+        row["disturbed_verdicts"] = sum(v["disturbed_verdicts"] for v in values)
+        row["equal_load_cpu_us_per_packet_spread"] = _spread(
+            [v["equal_load_cpu_us_per_packet"] for v in values]
+        )
         rows[name] = row
-    proofs = [
-        _generator_proof(r["paths"], rr) for r, rr in zip(report["rounds"], per_round, strict=True)
-    ]
-    return {"rows": rows, "per_round": per_round, "generator": _combine_proofs(proofs)}
+    rounds = list(zip(report["rounds"], per_round, strict=True))
+    # Forwarders alone on their core: the direct path, with the generator alone
+    # on its core too, is the proof that the generator did not limit them.
+    apart = [_generator_proof(r["paths"], rr, beside=False) for r, rr in rounds]
+    # Workers beside the generator take its core from it by design: for them
+    # only the per-step facts (sent what was asked, sink drops) say anything.
+    beside = [_generator_proof(r["paths"], rr, beside=True) for r, rr in rounds]
+    worker_rounds = [_workers.round_figures(r["paths"], rr) for r, rr in rounds]
+    return {
+        "rows": rows,
+        "per_round": per_round,
+        "generator": _combine_proofs(apart),
+        "generator_beside": _combine_proofs(beside)
+        if any(p["forwarders"] for p in beside)
+        else None,
+        "workers": _workers.summarise(worker_rounds),
+        "workers_per_round": worker_rounds,
+    }
 
 
-def _generator_proof(paths: dict[str, Any], rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _generator_proof(
+    paths: dict[str, Any], rows: dict[str, dict[str, Any]], *, beside: bool
+) -> dict[str, Any]:
     """One round's evidence that the generator + sink never limited a forwarder's number.
 
     Three facts: the direct path (same generator, same sink, no forwarder)
     goes well above the best forwarder; at each forwarder's maximum the
     generator sent what was asked, and it sent faster still at the failing
     step above it; and the datagrams lost were dropped at the forwarder's
-    socket, never at the sink's.
+    socket, never at the sink's.  ``beside`` picks the user-space forwarders
+    with a worker on the generator's core (else those without).
     """
     direct = paths.get("direct", {})
-    forwarders = {n: rows[n] for n in USERSPACE_FORWARDERS if n in rows}
+    forwarders = {
+        n: rows[n]
+        for n, result in paths.items()
+        if result.get("processes") and bool(result.get("beside_generator")) == beside
+    }
     best_name = max(forwarders, key=lambda n: forwarders[n]["max_pps"], default=None)
     best_pps = forwarders[best_name]["max_pps"] if best_name else None
     shares: list[float] = []
@@ -159,6 +194,7 @@ def _generator_proof(paths: dict[str, Any], rows: dict[str, dict[str, Any]]) -> 
             sink_decided += _sink_decided(step)
     direct_max = rows["direct"]["max_pps"] if "direct" in rows else None
     return {
+        "forwarders": list(forwarders),
         "capacity_pps": direct.get("unpaced", {}).get("achieved_pps"),
         "direct_max_pps": direct_max,
         "best_forwarder": best_name,
@@ -194,7 +230,11 @@ def _combine_proofs(proofs: list[dict[str, Any]]) -> dict[str, Any]:
         "rounds": proofs,
         "capacity_pps": median([p["capacity_pps"] for p in proofs]),
         "direct_max_pps": median([p["direct_max_pps"] for p in proofs]),
-        "best_forwarder": proofs[0]["best_forwarder"] if proofs else None,
+        # The best forwarder of each round (it may differ from round to round).
+        "best_forwarder": ", ".join(
+            dict.fromkeys(p["best_forwarder"] for p in proofs if p["best_forwarder"])
+        )
+        or None,
         "best_forwarder_pps": median([p["best_forwarder_pps"] for p in proofs]),
         "min_headroom": min(headrooms, default=None),
         "min_sent_share_at_max": min(shares, default=None),

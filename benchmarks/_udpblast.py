@@ -136,22 +136,3 @@ class Blaster:
         answer = json.loads(line)
         assert isinstance(answer, dict)
         return answer
-
-
-def udp_drops_by_port() -> dict[int, int]:
-    """Datagrams the kernel dropped at each local UDP port (full receive buffers, mostly).
-
-    /proc/net/udp lists the sockets of this network namespace with a per-socket
-    ``drops`` count: it says WHERE a step lost its datagrams.
-    """
-    drops: dict[int, int] = {}
-    for path in ("/proc/net/udp", "/proc/net/udp6"):
-        try:
-            lines = Path(path).read_text().splitlines()[1:]
-        except FileNotFoundError:
-            continue
-        for line in lines:
-            fields = line.split()
-            port = int(fields[1].rsplit(":", 1)[1], 16)
-            drops[port] = drops.get(port, 0) + int(fields[-1])
-    return drops

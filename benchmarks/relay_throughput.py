@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Relay throughput and latency: stun_lb on asyncio and uvloop, against nginx, in one run.
+"""Relay throughput and latency: stun_lb on asyncio and uvloop, 1 and 2 workers, against nginx.
 
 For 200-byte RTP-shaped datagrams over 100 flows (each its own client source
 port, primed with a STUN Binding request whose route token names the sink's
@@ -15,7 +15,9 @@ port), it measures for each path
 The paths: direct (no forwarder), stun_lb on the standard library's asyncio
 loop, stun_lb on uvloop, nginx's stream UDP proxy (the anchor every ratio is
 taken against, measured in the same run), and the kernel (an nftables DNAT
-rule) where nft is installed.
+rule) where nft is installed.  stun_lb on uvloop and nginx are also measured
+with several worker processes on the one port (SO_REUSEPORT; --workers),
+placed on the forwarder's core alone or spread over both cores (--placement).
 
 The generator and the sink are one small C program (udpblast.c, compiled here
 with the machine's gcc) pinned to one core; the forwarder runs alone on the
@@ -26,7 +28,6 @@ datagram leaves loopback and no port collides with anything else on the host.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import fcntl
 import json
@@ -44,26 +45,17 @@ from typing import Any, NoReturn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _forwarders import PATHS, SENDER_CONTEXT_PATHS, Context, PathUnavailable, Running
+from _forwarders import Context, PathUnavailable
 from _machine import busy_processes, machine_facts
-from _procs import cpu_seconds, free_port
+from _measure import measure_path
+from _procs import free_port
 from _report import render_markdown, render_table
-from _search import Probe, RateSearch
 from _summary import summarise
-from _udpblast import Blaster, compile_blaster, priming_requests, udp_drops_by_port
+from _udpblast import compile_blaster
+from _workers import DEFAULT_PLACEMENTS, PLACEMENTS, WORKER_AXIS, expand
 
 _NETNS_MARK = "RTCLAB_BENCH_IN_NETNS"
 PATH_ORDER = ("direct", "asyncio", "uvloop", "nginx", "nftables")
-# A failing step at which the forwarder used less than this share of its core
-# was disturbed (see _disturbed); it is repeated at most this many times.
-DISTURBED_BUSY = 0.80
-DISTURBED_RETRIES = 2
-# The rate at which the kernel path's NAT cost is measured: well within what the
-# generator sends one datagram at a time, so both steps run paced alike.
-NAT_PROBE_PPS = 100_000.0
-# Low enough for every path, high enough to reach each flow several times.
-WARMUP_PPS = 2000.0
-WARMUP_MAX_S = 1.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -76,8 +68,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="A smoke run of a few seconds per path: 0.5 s steps, 3 search steps, 0.5 s "
-        "of latency, 1 round.  Numbers are rough; use it to check the set-up.",
+        help="A smoke run of a few seconds per path (about 40 s for all of them): 0.5 s "
+        "steps, 3 search steps, 0.5 s of latency, 1 round.  Numbers are rough; use it to "
+        "check the set-up.",
     )
     parser.add_argument(
         "--json",
@@ -98,6 +91,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=",".join(PATH_ORDER),
         help="Comma-separated paths to measure, from: %(default)s.  direct is always "
         "measured (it is the latency baseline and the generator's proof).  [default: all]",
+    )
+    parser.add_argument(
+        "--workers",
+        default="1,2",
+        metavar="N,...",
+        help="Comma-separated worker-process counts for the forwarders that have them "
+        f"(the paths {' and '.join(WORKER_AXIS)}; each count above 1 adds one path per "
+        "--placement): N processes on the one public port with "
+        "SO_REUSEPORT (the relay's --workers N; nginx's worker_processes N + reuseport), "
+        "the kernel hashing each flow onto one.  CPU per datagram sums every process of the "
+        "path (the relay's supervising parent and nginx's master too).  1 is always "
+        "measured: nginx with one worker is the anchor of every ratio.  [default: %(default)s]",
+    )
+    parser.add_argument(
+        "--placement",
+        default=",".join(DEFAULT_PLACEMENTS),
+        metavar="WHERE,...",
+        help="Where the workers of a multi-worker path run (each placement is its own path). "
+        "one-core: all on the forwarder's core, beside nothing: measures the overhead of "
+        "several processes, not scaling.  spread: alternately on the forwarder's core and "
+        "the generator's, so a second worker competes with the generator (which busy-polls): "
+        "measures contention.  free-cores: over every core but the generator's, the "
+        "forwarder's first: measures scaling, and needs 3 or more cores (one per worker "
+        "plus the generator's).  With 2 cores no placement measures scaling. "
+        "[default: %(default)s]",
     )
     parser.add_argument(
         "--rounds",
@@ -133,6 +151,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="A step passes when it loses less than this fraction. [default: 0.01]",
     )
     parser.add_argument(
+        "--equal-pps",
+        type=float,
+        default=100_000.0,
+        help="Rate of one more step for every forwarder, the same for all: CPU per datagram "
+        "at each forwarder's own maximum compares them at different loads (and falls as the "
+        "rate rises: fewer wake-ups per datagram), this compares them at one, e.g. one worker "
+        "against two.  Keep it below every forwarder's maximum. [default: 100000]",
+    )
+    parser.add_argument(
         "--latency-pps",
         type=float,
         default=10000.0,
@@ -151,7 +178,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--forwarder-cpu",
         type=int,
-        help="Core for the forwarder, alone. [default: the second allowed core]",
+        help="Core for the forwarder, alone (a spread path puts every odd-numbered worker "
+        "on the generator's core instead). [default: the second allowed core]",
     )
     parser.add_argument(
         "--sends",
@@ -178,7 +206,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = sorted(set(paths) - set(PATH_ORDER))
     if unknown:
         parser.error(f"unknown paths {unknown}; choose from {', '.join(PATH_ORDER)}")
-    args.paths = [p for p in PATH_ORDER if p in paths or p == "direct"]
+    kinds = [p for p in PATH_ORDER if p in paths or p == "direct"]
+    try:
+        workers = {int(w) for w in args.workers.split(",") if w.strip()}
+    except ValueError:
+        parser.error(f"--workers takes comma-separated numbers, not {args.workers!r}")
+    placements = [p.strip() for p in args.placement.split(",") if p.strip()]
+    if not workers or min(workers) < 1:
+        parser.error("--workers needs numbers >= 1")
+    if not placements or set(placements) - set(PLACEMENTS):
+        parser.error(f"--placement takes {', '.join(PLACEMENTS)}")
+    args.workers = sorted(workers | {1})
+    args.placement = [p for p in PLACEMENTS if p in placements]
+    args.paths = expand(kinds, args.workers, args.placement)
     if args.flows < 1 or not 32 <= args.size <= 2048 or min(args.search_steps, args.rounds) < 1:
         parser.error("need --flows >= 1, 32 <= --size <= 2048, --search-steps and --rounds >= 1")
     return args
@@ -208,220 +248,8 @@ def _loopback_up() -> None:
         fcntl.ioctl(sock, siocsifflags, struct.pack("16sH14x", b"lo", flags | iff_up))
 
 
-# --- steps ---------------------------------------------------------------------
-
-
-def oneway_step(
-    path: Running, gen: Blaster, sink_port: int, rate_pps: float, seconds: float, loss_limit: float
-) -> dict[str, Any]:
-    drops_before = udp_drops_by_port()
-    cpu_before = cpu_seconds(path.pids)
-    step = gen.oneway(rate_pps, seconds)
-    cpu = cpu_seconds(path.pids) - cpu_before
-    step["kernel_drops"] = _drops_since(drops_before, path, sink_port)
-    step["sends"] = gen.sends
-    sent, received = step["sent"], step["sink_received"]
-    step["loss"] = 1.0 - received / sent if sent else 1.0
-    step["delivered_pps"] = received / step["send_seconds"] if step["send_seconds"] else 0.0
-    step["forwarder_cpu_s"] = cpu if path.pids else None
-    step["cpu_us_per_packet"] = cpu * 1e6 / received if path.pids and received else None
-    # Share of its core the forwarder used: near 1 at a loss means it ran out of
-    # CPU; well below 1 means it lost datagrams for another reason.
-    elapsed = step["send_seconds"] + step["drain_active_seconds"]
-    step["forwarder_busy"] = cpu / elapsed if path.pids and elapsed else None
-    step["loss_limit"] = loss_limit
-    step["passed"] = step["loss"] < loss_limit
-    return step
-
-
-def echo_step(
-    path: Running, gen: Blaster, sink_port: int, rate_pps: float, seconds: float
-) -> dict[str, Any]:
-    drops_before = udp_drops_by_port()
-    cpu_before = cpu_seconds(path.pids)
-    step = gen.echo(rate_pps, seconds)
-    cpu = cpu_seconds(path.pids) - cpu_before
-    step["kernel_drops"] = _drops_since(drops_before, path, sink_port)
-    # Each request crosses the forwarder once each way.
-    forwarded = step["sink_received"] + step["replies"]
-    step["lost"] = step["sent"] - step["replies"]
-    step["forwarder_cpu_s"] = cpu if path.pids else None
-    step["cpu_us_per_packet"] = cpu * 1e6 / forwarded if path.pids and forwarded else None
-    return step
-
-
-def _disturbed(step: dict[str, Any]) -> bool:
-    """A loss while the forwarder had time to spare: its core was taken from it.
-
-    A forwarder that cannot keep up runs flat out (about 90-100 % of its core
-    here); one that loses datagrams while using much less was not running when
-    its receive buffer filled up: a neighbour on the machine, or the host.
-    Such a step says nothing about the forwarder and is repeated.
-    """
-    busy = step.get("forwarder_busy")
-    return bool(not step["passed"] and busy is not None and busy < DISTURBED_BUSY)
-
-
-def _drops_since(before: dict[int, int], path: Running, sink_port: int) -> dict[str, int]:
-    after = udp_drops_by_port()
-    delta = {port: after.get(port, 0) - before.get(port, 0) for port in after}
-    forwarder_port = path.target[1] if path.target[1] != sink_port else None
-    forwarder = delta.get(forwarder_port, 0) if forwarder_port else 0
-    sink = delta.get(sink_port, 0)
-    return {
-        "forwarder_socket": forwarder,
-        "sink_socket": sink,
-        "other_sockets": sum(delta.values()) - forwarder - sink,
-    }
-
-
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def _step_line(step: dict[str, Any]) -> str:
-    cpu = step.get("cpu_us_per_packet")
-    busy = step.get("forwarder_busy")
-    drops = step["kernel_drops"]
-    return (
-        f"    offered {step['offered_pps']:>10,.0f}/s  sent {step['achieved_pps']:>10,.0f}/s  "
-        f"delivered {step['delivered_pps']:>10,.0f}/s  loss {step['loss'] * 100:6.2f}%  "
-        f"cpu {'-' if cpu is None else f'{cpu:.2f} us/pkt':>12} "
-        f"{'' if busy is None else f'busy {busy:4.0%}'}  "
-        f"drops fwd/sink {drops['forwarder_socket']}/{drops['sink_socket']}  "
-        f"{'pass' if step['passed'] else 'FAIL'}"
-    )
-
-
-# --- one path --------------------------------------------------------------------
-
-
-def measure_path(
-    name: str, ctx: Context, binary: Path, args: argparse.Namespace, ceiling_pps: float | None
-) -> dict[str, Any]:
-    """Start the path, prime the flows, search its maximum rate, time round trips."""
-    result: dict[str, Any] = {"path": name}
-    primes = priming_requests(ctx.secret, ctx.sink_port, args.flows)
-    in_sender = name in SENDER_CONTEXT_PATHS
-    if in_sender:
-        # Before the path exists: its rule turns conntrack on for the namespace.
-        result["reference"] = _nat_probe(None, ctx, binary, args, primes)
-    with contextlib.ExitStack() as stack:
-        path = stack.enter_context(PATHS[name](ctx))
-        result["label"], result["facts"] = path.name, path.facts
-        _log(f"== {path.name}: target {path.target[0]}:{path.target[1]}")
-        gen = stack.enter_context(
-            Blaster(
-                binary,
-                path.target,
-                ctx.sink_port,
-                primes,
-                size=args.size,
-                cpu=args.generator_cpu,
-                workdir=ctx.workdir,
-                sends="sendmmsg" if in_sender else args.sends,
-            )
-        )
-        result["generator_sends"] = gen.sends
-        result["warmup"] = _prime_and_warm_up(path, gen, ctx, args)
-        if ceiling_pps is None:
-            # The direct path: the generator's own limit, sending as fast as it can.
-            unpaced = oneway_step(path, gen, ctx.sink_port, 0.0, args.step_seconds, args.loss_limit)
-            result["unpaced"] = unpaced
-            _log(f"  unpaced (generator capacity):\n{_step_line(unpaced)}")
-            ceiling_pps = unpaced["achieved_pps"] * 0.99
-        result["ceiling_pps"] = ceiling_pps
-        result["steps"], result["generator_limited"] = _search_max_rate(
-            path, gen, ctx, args, ceiling_pps
-        )
-        if in_sender:
-            result["nat_probe"] = _nat_probe((path, gen), ctx, binary, args, primes)
-        latency = echo_step(path, gen, ctx.sink_port, args.latency_pps, args.latency_seconds)
-        result["latency"] = latency
-        rtt = latency["rtt_us"]
-        _log(
-            f"  round trip at {args.latency_pps:,.0f}/s: p50 {rtt['p50']:.1f} us, "
-            f"p99 {rtt['p99']:.1f} us, lost {latency['lost']}"
-        )
-        if path.counters is not None:
-            result["forwarder_counters"] = path.counters()
-    return result
-
-
-def _prime_and_warm_up(
-    path: Running, gen: Blaster, ctx: Context, args: argparse.Namespace
-) -> dict[str, Any]:
-    """Open every flow, then check each one reaches the sink."""
-    primed = gen.prime()
-    if primed["primed"] < args.flows:
-        raise RuntimeError(f"{path.name}: only {primed['primed']} of {args.flows} flows primed")
-    warmup_s = min(WARMUP_MAX_S, args.step_seconds)
-    warmup = oneway_step(path, gen, ctx.sink_port, WARMUP_PPS, warmup_s, args.loss_limit)
-    if warmup["flows_seen"] < args.flows or warmup["loss"] > 0.001:
-        raise RuntimeError(
-            f"{path.name}: warm-up reached {warmup['flows_seen']} of {args.flows} flows with "
-            f"{warmup['loss']:.2%} loss; the path does not forward every flow"
-        )
-    return warmup
-
-
-def _search_max_rate(
-    path: Running, gen: Blaster, ctx: Context, args: argparse.Namespace, ceiling_pps: float
-) -> tuple[list[dict[str, Any]], bool]:
-    """The steps of the rate search, and whether the path kept up with the ceiling."""
-    search = RateSearch(ceiling_pps, args.loss_limit)
-    steps: list[dict[str, Any]] = []
-    for _ in range(args.search_steps):
-        rate = search.next_rate()
-        for attempt in range(1 + DISTURBED_RETRIES):
-            step = oneway_step(path, gen, ctx.sink_port, rate, args.step_seconds, args.loss_limit)
-            step["attempt"] = attempt
-            step["disturbed"] = _disturbed(step)
-            steps.append(step)
-            _log(_step_line(step) + ("  (disturbed: repeated)" if step["disturbed"] else ""))
-            if not step["disturbed"]:
-                break
-        search.record(
-            Probe(step["offered_pps"], step["achieved_pps"], step["loss"], step["delivered_pps"])
-        )
-        if search.done:
-            break
-    return steps, search.ceiling_passed
-
-
-def _nat_probe(
-    through: tuple[Running, Blaster] | None,
-    ctx: Context,
-    binary: Path,
-    args: argparse.Namespace,
-    primes: list[bytes],
-) -> dict[str, Any]:
-    """The generator at NAT_PROBE_PPS, one datagram per send: through a path, or straight.
-
-    Straight to the sink (``through`` None) before the kernel path exists, then
-    through it: NAT runs inside the sender's send calls, so the difference in
-    time spent in them per datagram is what NAT and conntrack cost.
-    """
-    if through is not None:
-        path, gen = through
-        step = oneway_step(path, gen, ctx.sink_port, NAT_PROBE_PPS, args.step_seconds, 1.0)
-        _log(f"  the same through the path:\n{_step_line(step)}")
-        return step
-    straight = Running("reference", ("127.0.0.1", ctx.sink_port))
-    with Blaster(
-        binary,
-        straight.target,
-        ctx.sink_port,
-        primes,
-        size=args.size,
-        cpu=args.generator_cpu,
-        workdir=ctx.workdir,
-        sends="sendmmsg",
-    ) as gen:
-        gen.prime()
-        step = oneway_step(straight, gen, ctx.sink_port, NAT_PROBE_PPS, args.step_seconds, 1.0)
-    _log(f"  reference: straight to the sink, one datagram per send:\n{_step_line(step)}")
-    return step
 
 
 # --- the run -----------------------------------------------------------------------
@@ -438,17 +266,17 @@ def run_round(
     """Every path once, direct first (its maximum is the others' ceiling)."""
     found: dict[str, Any] = {"load_before": os.getloadavg(), "paths": {}}
     ceiling: float | None = None
-    for name in args.paths:
-        if name in skipped:
+    for spec in args.paths:
+        if spec.key in skipped or spec.kind in skipped:
             continue
         try:
-            result = measure_path(name, ctx, binary, args, ceiling)
+            result = measure_path(spec, ctx, binary, args, ceiling)
         except PathUnavailable as exc:
-            _log(f"== {name}: skipped: {exc}")
-            skipped[name] = str(exc)
+            _log(f"== {spec.key}: skipped: {exc}")
+            skipped[spec.kind] = str(exc)
             continue
-        found["paths"][name] = result
-        if name == "direct":
+        found["paths"][spec.key] = result
+        if spec.kind == "direct":
             best = max(
                 (s for s in result["steps"] if s["passed"]),
                 key=lambda s: s["achieved_pps"],
@@ -471,10 +299,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     fwd_cpu = args.forwarder_cpu if args.forwarder_cpu is not None else allowed[-1]
     if gen_cpu == fwd_cpu:
         raise SystemExit("needs two cores: one for the generator + sink, one for the forwarder")
+    free = [c for c in allowed if c != gen_cpu]
+    if "free-cores" in args.placement and len(free) < 2:
+        raise SystemExit(
+            f"--placement free-cores needs 2 or more cores besides the generator's; "
+            f"this run may use {len(allowed)} in all"
+        )
     args.generator_cpu, args.forwarder_cpu = gen_cpu, fwd_cpu
     os.sched_setaffinity(0, {gen_cpu})
     report: dict[str, Any] = {
-        "schema": 1,
+        # 2: multi-worker paths (spec, processes, per-process CPU and drops per step).
+        "schema": 2,
         "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "settings": {
             "quick": args.quick,
@@ -486,9 +321,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "search_steps": args.search_steps,
             "loss_limit": args.loss_limit,
             "latency_pps": args.latency_pps,
+            "equal_pps": args.equal_pps,
             "latency_seconds": args.latency_seconds,
             "generator_cpu": gen_cpu,
             "forwarder_cpu": fwd_cpu,
+            "workers": args.workers,
+            "placements": args.placement,
+            "paths": [spec.key for spec in args.paths],
             "network_namespace": "current" if args.no_netns else "private",
             "interfaces": [name for _, name in socket.if_nameindex()],
         },
@@ -505,7 +344,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             sink_port=free_port(socket.SOCK_DGRAM),
             secret=secrets.token_hex(16),
             forwarder_cpu=fwd_cpu,
+            generator_cpu=gen_cpu,
             flows=args.flows,
+            cpus=tuple(allowed),
         )
         for number in range(1, args.rounds + 1):
             _log(f"=== round {number} of {args.rounds} (load average {_loadavg()})")
