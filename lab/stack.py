@@ -221,6 +221,9 @@ class Stack:
         return [f"relay-{i + 1}" for i in range(self.config.relays)]
 
     def relay_admin_urls(self) -> dict[str, str]:
+        """Admin URL of each relay instance by name (none in direct topology)."""
+        if not self.has_relay:
+            return {}
         return {
             name: f"http://{self.config.host}:{port}"
             for name, port in zip(self.relay_names, self.relay_admin_ports, strict=True)

@@ -164,7 +164,7 @@ async def wait_for_healthy_backends(stack: Stack, count: int, timeout_s: float =
 
 async def test_direct_topology_exposes_each_session_port(stack_factory: StackFactory) -> None:
     async with stack_factory(media_servers=1, topology="direct") as stack:
-        assert "relay" not in stack.children
+        assert "relay" not in stack.children and stack.relay_admin_urls() == {}
         result = await run_call(f"{stack.signaling_url}/v1/calls", seconds=CALL_SECONDS)
     assert_good_call(result)
     # The caller talked straight to the session's own port, not to a shared one.
