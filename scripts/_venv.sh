@@ -25,3 +25,12 @@ run_isolated() {
     "$@"
   fi
 }
+
+# The Node WebRTC stacks (interop) come from the npm registry: fetch them before
+# entering an offline namespace.  Without npm they are reported as unavailable.
+ensure_node_clients() {
+  if command -v npm >/dev/null 2>&1; then
+    "$VENV/bin/python" -m lab.callers.node install >/dev/null \
+      || echo "note: could not install the Node clients; they will be reported as unavailable" >&2
+  fi
+}

@@ -7,6 +7,7 @@ from typing import Any
 from lab.scenarios.evidence import (
     CONSENT_INTERVAL_MAX_S,
     RECOVERY_MARGIN_S,
+    call_end,
     describe_recovery,
     interruption,
     loss,
@@ -158,8 +159,9 @@ def _crash_analyse(data: list[dict[str, Any]]) -> Analysis:
     for call in victims:
         if killed is None:
             continue
-        found = interruption(call, killed)
-        victim_info.append(found.to_json())
+        found = interruption(call, killed).to_json()
+        found["observed_after_kill_s"] = round(call_end(call) - killed, 1)
+        victim_info.append(found)
     survivor_loss = [loss(c, d) for c in survivors for d in ("uplink", "downlink")]
     survivor_gap = [max_gap_s(c, d) for c in survivors for d in ("uplink", "downlink")]
     metrics: dict[str, Any] = {
@@ -176,7 +178,6 @@ def _crash_analyse(data: list[dict[str, Any]]) -> Analysis:
         and metrics["survivors_max_loss"] == 0
     )
     victims_silent = bool(victim_info) and all(not v["downlink"]["recovered"] for v in victim_info)
-    noticed = [v["caller_noticed_after_s"] for v in victim_info]
     new_ok = bool(after) and all(c["ok"] and c.get("backend") == 1 for c in after)
     findings = (
         Finding(
@@ -195,13 +196,17 @@ def _crash_analyse(data: list[dict[str, Any]]) -> Analysis:
             evidence=("metrics.survivors_max_loss", "metrics.victims"),
         ),
         Finding(
-            claim="The caller learns of it only through consent failure (~30 s)",
-            expected="callers' ICE leaves 'connected' no sooner than ~25 s after the crash",
-            observed="callers noticed after " + ", ".join(_s(n) for n in noticed),
-            verdict=_verdict(
-                bool(noticed) and all(n is not None and n >= 20 for n in noticed),
-                any(n is not None and n < 20 for n in noticed),
+            claim="A dead media server's callers are not told: only consent failure, if anything",
+            expected=(
+                f"no caller's connection leaves 'connected' within {UNTOLD_S:g} s of the crash"
             ),
+            observed="; ".join(
+                f"noticed after {v['caller_noticed_after_s']:.1f} s"
+                if v["caller_noticed_after_s"] is not None
+                else f"still 'connected' {v['observed_after_kill_s']:g} s after the crash"
+                for v in victim_info
+            ),
+            verdict=_untold_verdict(victim_info),
             evidence=("metrics.victims[*].caller_noticed_after_s",),
         ),
         Finding(
@@ -215,6 +220,23 @@ def _crash_analyse(data: list[dict[str, Any]]) -> Analysis:
         ),
     )
     return Analysis(metrics=metrics, findings=findings)
+
+
+# Consent checks every ~5 s, six failures: no ICE agent can know sooner than this.
+UNTOLD_S = 25.0
+
+
+def _untold_verdict(victims: list[dict[str, Any]]) -> Verdict:
+    if not victims:
+        return Verdict.INCONCLUSIVE
+    noticed = [v["caller_noticed_after_s"] for v in victims]
+    if any(n is not None and n < UNTOLD_S for n in noticed):
+        return Verdict.REFUTED
+    watched_long_enough = all(
+        n is not None or v["observed_after_kill_s"] >= UNTOLD_S
+        for n, v in zip(noticed, victims, strict=True)
+    )
+    return Verdict.CONFIRMED if watched_long_enough else Verdict.INCONCLUSIVE
 
 
 BACKEND_CRASH = Scenario(
