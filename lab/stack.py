@@ -553,6 +553,22 @@ def process_cpu_seconds(pid: int) -> float | None:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def machine_busy_cores() -> float | None:
+    """CPU seconds all cores have spent not idle since boot (Linux /proc/stat), or None.
+
+    Its rate over an interval, divided by ``os.cpu_count()``, is how busy the whole machine
+    was: the lab's own parts, the kernel's packet work and anything else running.
+    """
+    try:
+        first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    # cpu user nice system idle iowait irq softirq steal ...: idle and iowait are not busy.
+    ticks = [int(field) for field in first[1:9]]
+    busy = sum(ticks) - ticks[3] - ticks[4]
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
 def tail(path: Path, lines: int = 20) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

@@ -24,6 +24,9 @@ class Action(enum.Enum):
     RESTART = "restart"  # args: {"part": ...}
     DRAIN = "drain"  # args: {"media": index}
     START_CALLS = "start_calls"  # args: {"count": n, "seconds": s, "label": str}
+    # args: {"per_step": n, "every_s": s, "max_calls": n, "hold_s": s, "max_loss": f,
+    #        "max_gap_ms": ms}: add calls until the media servers report degradation.
+    RAMP = "ramp"
 
 
 @dataclass(frozen=True, slots=True)

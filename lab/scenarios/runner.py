@@ -16,20 +16,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from lab.callers.aiortc_caller import run_call
+from lab.callers.aiortc_caller import AiortcCall, CallOptions
 from lab.callers.conversation import SpeakingPlan
 from lab.callers.drivers import driver
 from lab.scenarios.environment import LOOPBACK, LabEnvironment, PathControl
 from lab.scenarios.model import Action, CallPlan, Run, Step
-from lab.stack import Stack
+from lab.stack import Stack, machine_busy_cores
 
 log = logging.getLogger("rtclab.scenario")
 
@@ -70,6 +71,8 @@ class Calls:
         self.bind_host = bind_host
         self.tasks: list[asyncio.Task[dict[str, Any]]] = []
         self.labels: list[str] = []
+        self.live: list[AiortcCall] = []  # the lab's own calls, which can be ended early
+        self.ramp_log: list[dict[str, Any]] = []
         self._starters: list[asyncio.Task[None]] = []
 
     def start(self, plan: CallPlan, label: str) -> None:
@@ -85,14 +88,46 @@ class Calls:
 
     async def _one(self, seconds: float) -> dict[str, Any]:
         if self.client == "aiortc":  # the lab's own caller takes a speaking plan
-            return await run_call(
-                self.offer_url,
+            options = CallOptions(
                 seconds=seconds,
-                speaking=self.speaking,
                 bind_host=self.bind_host,
+                speaking=self.speaking,
                 keep_arrivals=True,
             )
+            call = AiortcCall(self.offer_url, options)
+            self.live.append(call)
+            return await call.run()
         return await driver(self.client).call(self.offer_url, seconds=seconds)
+
+    def ramp(self, args: Mapping[str, Any], clock: RunClock, poller: Poller) -> None:
+        """Add calls step by step until the media servers see loss or stalls (or a cap)."""
+        self._starters.append(asyncio.create_task(self._ramp(args, clock, poller)))
+
+    async def _ramp(self, args: Mapping[str, Any], clock: RunClock, poller: Poller) -> None:
+        per_step, every_s = int(args["per_step"]), float(args["every_s"])
+        cap, hold_s = int(args["max_calls"]), float(args["hold_s"])
+        limit = RampLimit(float(args.get("max_loss", 0.01)), float(args.get("max_gap_ms", 200.0)))
+        # Long enough for any ramp; the calls are ended when it stops.
+        seconds = (cap / per_step + 1) * every_s + hold_s + 60.0
+        reason = "cap"
+        while len(self.tasks) < cap:
+            level = len(self.tasks) + per_step
+            self._start_now(CallPlan(per_step, seconds, stagger_s=0.2), f"{level} concurrent")
+            await asyncio.sleep(every_s)
+            worst = limit.worst(poller.media, since_s=clock.now() - every_s / 2)
+            self.ramp_log.append({"t": round(clock.now(), 2), "concurrent": level, **worst})
+            if worst["degraded"]:
+                reason = "degraded"
+                break
+        self.ramp_log.append({"stopped": reason, "t": round(clock.now(), 2)})
+        await asyncio.sleep(hold_s)
+        for call in self.live:
+            call.stop()
+
+    def _start_now(self, plan: CallPlan, label: str) -> None:
+        for _ in range(plan.count):
+            self.labels.append(label)
+            self.tasks.append(asyncio.create_task(self._one(plan.seconds)))
 
     async def results(self) -> list[tuple[str, dict[str, Any]]]:
         """(label, result) of every call, once all have ended."""
@@ -104,6 +139,31 @@ class Calls:
         for task in [*self._starters, *self.tasks]:
             task.cancel()
         await asyncio.gather(*self._starters, *self.tasks, return_exceptions=True)
+
+
+class RampLimit:
+    """When a ramp must stop: a live session's uplink loss or largest stall over a limit."""
+
+    def __init__(self, max_loss: float, max_gap_ms: float) -> None:
+        self.max_loss = max_loss
+        self.max_gap_ms = max_gap_ms
+
+    def worst(self, media: list[dict[str, Any]], since_s: float) -> dict[str, Any]:
+        latest: dict[str, dict[str, Any]] = {}
+        for snapshot in media:
+            if snapshot["t"] >= since_s:
+                for session in snapshot["sessions"]:
+                    if session.get("state") == "connected":
+                        latest[str(session["id"])] = session
+        losses = [s.get("uplink_loss") or 0.0 for s in latest.values()]
+        gaps = [s.get("uplink_max_gap_ms") or 0.0 for s in latest.values()]
+        loss, gap = max(losses, default=0.0), max(gaps, default=0.0)
+        return {
+            "sessions": len(latest),
+            "worst_uplink_loss": loss,
+            "worst_uplink_gap_ms": gap,
+            "degraded": loss > self.max_loss or gap > self.max_gap_ms,
+        }
 
 
 class Poller:
@@ -139,7 +199,16 @@ class Poller:
         async with aiohttp.ClientSession(timeout=timeout) as http:
             at = round(self.clock.now(), 3)
             usage = {name: child.cpu_seconds() for name, child in self.stack.children.items()}
-            self.cpu.append({"t": at, "callers": round(time.process_time(), 3), **usage})
+            machine = machine_busy_cores()
+            self.cpu.append(
+                {
+                    "t": at,
+                    "callers": round(time.process_time(), 3),
+                    **usage,
+                    "machine": None if machine is None else round(machine, 3),
+                    "cores": os.cpu_count(),
+                }
+            )
             for name, admin in self.stack.relay_admin_urls().items():
                 flows = await _get_json(http, f"{admin}/flows")
                 metrics = await _get_text(http, f"{admin}/metrics")
@@ -169,6 +238,8 @@ class Poller:
                                 "state": s.get("state"),
                                 "remote": s.get("remote"),
                                 "close_reason": s.get("close_reason"),
+                                "uplink_loss": (s.get("uplink") or {}).get("loss_ratio"),
+                                "uplink_max_gap_ms": (s.get("uplink") or {}).get("max_gap_ms"),
                             }
                             for s in sessions or []
                         ],
@@ -228,7 +299,12 @@ async def busiest_relay(stack: Stack) -> str:
 
 
 async def perform(
-    step: Step, stack: Stack, path: PathControl | None, calls: Calls
+    step: Step,
+    stack: Stack,
+    path: PathControl | None,
+    calls: Calls,
+    clock: RunClock,
+    poller: Poller,
 ) -> dict[str, Any]:
     """Do one step; return what it did (its outcome goes into results.json)."""
     args = dict(step.args)
@@ -264,6 +340,11 @@ async def perform(
         )
         calls.start(plan, str(args.get("label", "later")))
         return {"started": plan.count}
+    if step.action is Action.RAMP:
+        if calls.client != "aiortc":
+            raise RuntimeError("a ramp ends its calls early: only the lab's own caller can")
+        calls.ramp(args, clock, poller)
+        return {"ramp": "started"}
     raise ValueError(f"unknown action {step.action}")
 
 
@@ -356,7 +437,7 @@ async def execute_run(
                     "describe": step.describe(),
                 }
                 try:
-                    record["outcome"] = await perform(step, stack, path, calls)
+                    record["outcome"] = await perform(step, stack, path, calls, clock, poller)
                 except Exception as exc:
                     log.exception("step failed", extra={"step": step.describe()})
                     record["error"] = f"{type(exc).__name__}: {exc}"
@@ -389,6 +470,7 @@ async def execute_run(
         "steps": steps,
         "calls": [place_call_on_clock(result, clock, label) for label, result in results],
         "snapshots": {"relay": poller.relay, "media": poller.media, "cpu": poller.cpu},
+        "ramp": calls.ramp_log,
         "netem_overhead": _overhead_summary(overhead),
         "duration_s": round(clock.now(), 2),
     }

@@ -163,9 +163,18 @@ async def test_tts_burst(tmp_path: Path) -> None:
 async def test_capacity(tmp_path: Path) -> None:
     results = await run("capacity", tmp_path)
     metrics = results["metrics"]
-    assert metrics["peak_concurrent"] >= 6 and metrics["calls_ok"] == metrics["peak_concurrent"]
-    fractions = [level["media_core_fraction"] for level in metrics["levels"]]
+    levels = metrics["levels"]
+    assert [lvl["concurrent"] for lvl in levels] == [2, 4, 6][: len(levels)]
+    assert metrics["stopped"] in ("cap", "degraded")
+    if metrics["stopped"] == "degraded":
+        assert metrics["degraded_at"] == levels[-1]["concurrent"]
+    # Every call the ramp started ran, and was ended when the ramp stopped.
+    assert metrics["calls"] == levels[-1]["concurrent"] and metrics["calls_ok"] == metrics["calls"]
+    fractions = [lvl["media_core_fraction"] for lvl in levels]
     assert all(f is not None and f > 0 for f in fractions)
+    # The machine-wide reading includes the media server, so it is at least its share.
+    for lvl in levels:
+        assert lvl["machine_busy"] * metrics["cores"] >= lvl["media_core_fraction"] * 0.9
     assert fractions[-1] > fractions[0]  # more sessions, more CPU
     assert metrics["media_core_per_session"] > 0
 

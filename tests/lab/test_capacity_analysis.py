@@ -1,0 +1,83 @@
+"""The capacity scenario's analysis, on ramps whose numbers are known."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from lab.scenarios.catalogue.scale import capacity_analyse
+from lab.scenarios.model import Verdict
+
+CORES = 2
+
+
+def ramp(
+    media_per_call: float, idle: float, ceiling: float, degrade_at: int | None, levels: int = 8
+) -> dict[str, Any]:
+    """A ramp of two calls every 4 s, CPU sampled every second.
+
+    The media server asks for ``idle + media_per_call * calls`` cores and gets at most
+    ``ceiling``; the callers ask for as much, and the machine is as busy as both together.
+    """
+    cpu, log, used, busy = [], [], 0.0, 0.0
+    t = 0
+    for level in range(1, levels + 1):
+        calls = 2 * level
+        demand = idle + media_per_call * calls
+        media = min(demand, ceiling)
+        for _ in range(4):
+            cpu.append(
+                {"t": float(t), "media-1": used, "callers": used, "machine": busy, "cores": CORES}
+            )
+            used += media
+            busy += min(2 * demand, CORES)
+            t += 1
+        degraded = degrade_at is not None and calls >= degrade_at
+        log.append(
+            {
+                "t": float(t) - 0.5,
+                "concurrent": calls,
+                "sessions": calls,
+                "worst_uplink_loss": 0.0,
+                "worst_uplink_gap_ms": 250.0 if degraded else 40.0,
+                "degraded": degraded,
+            }
+        )
+        if degraded:
+            log.append({"stopped": "degraded", "t": float(t)})
+            break
+    else:
+        log.append({"stopped": "cap", "t": float(t)})
+    cpu.append({"t": float(t), "media-1": used, "callers": used, "machine": busy, "cores": CORES})
+    ok_calls = [{"ok": True}] * log[-2]["concurrent"]
+    return {"snapshots": {"cpu": cpu}, "ramp": log, "calls": ok_calls}
+
+
+def test_cost_per_session_is_the_slope_before_the_machine_saturates() -> None:
+    analysis = capacity_analyse([ramp(0.05, 0.02, ceiling=0.95, degrade_at=16)])
+    metrics = analysis.metrics
+    assert metrics["media_core_per_session"] == pytest.approx(0.05, abs=0.002)
+    assert metrics["sessions_per_core"] == pytest.approx(20, abs=1)
+    # 2 * (0.02 + 0.05 * n) >= 0.9 * 2 cores from n = 18 on; the ramp degraded at 16 first.
+    assert metrics["degraded_at"] == 16 and metrics["saturated_at"] is None
+    cost, headroom = analysis.findings
+    assert cost.verdict is Verdict.CONFIRMED
+    # Degrading while the machine had cores to spare is exactly what the claim denies.
+    assert headroom.verdict is Verdict.REFUTED
+
+
+def test_saturated_levels_do_not_bend_the_slope() -> None:
+    analysis = capacity_analyse([ramp(0.04, 0.0, ceiling=0.9, degrade_at=None, levels=15)])
+    metrics = analysis.metrics
+    # 0.04 per call until the machine is full (2 * 0.04 * n >= 1.8 cores) at 24 calls, from
+    # where the server is held at 0.9 core while 30 calls would want 1.2.
+    assert metrics["saturated_at"] == 24
+    assert metrics["media_core_per_session"] == pytest.approx(0.04, abs=0.002)
+    assert metrics["stopped"] == "cap" and metrics["degraded_at"] is None
+    assert analysis.findings[1].verdict is Verdict.CONFIRMED
+
+
+def test_a_cost_far_from_the_field_notes_is_refuted() -> None:
+    analysis = capacity_analyse([ramp(0.2, 0.0, ceiling=1.0, degrade_at=None, levels=2)])
+    assert analysis.findings[0].verdict is Verdict.REFUTED
