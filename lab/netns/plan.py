@@ -239,15 +239,21 @@ def parse_conntrack(text: str) -> list[Mapping]:
 
 
 def conntrack_delete(server_address: str, port: int) -> list[str]:
-    """Forget every UDP mapping towards ``server_address:port`` (one run's relay)."""
+    """Forget every UDP mapping answered by ``server_address:port`` (one run's relay).
+
+    Matched on the reply's source, not the original destination: a caller's packets
+    redirected to its run's emulator on the router were also sent to the server, and
+    deleting their entry while the caller keeps sending makes the kernel resolve the
+    clash with a new source port -- a second, unplanned rebind on the LAN side.
+    """
     return [
         "conntrack",
         "-D",
         "-p",
         "udp",
-        "--orig-dst",
+        "--reply-src",
         server_address,
-        "--orig-port-dst",
+        "--reply-port-src",
         str(port),
     ]
 
