@@ -553,20 +553,22 @@ def process_cpu_seconds(pid: int) -> float | None:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def machine_busy_cores() -> float | None:
-    """CPU seconds all cores have spent not idle since boot (Linux /proc/stat), or None.
+def cpu_pressure_seconds() -> float | None:
+    """Time some runnable task waited for a CPU, since boot (Linux PSI), or None.
 
-    Its rate over an interval, divided by ``os.cpu_count()``, is how busy the whole machine
-    was: the lab's own parts, the kernel's packet work and anything else running.
+    Its rate over an interval is the share of that interval in which the machine had
+    more work than cores.  (/proc/stat's busy ticks are no substitute: they are sampled
+    at the timer tick, and audio's 20 ms bursts alias with it; here they read a third
+    of what the processes' own precise counters add up to.)
     """
     try:
-        first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
-    except OSError:
+        for line in Path("/proc/pressure/cpu").read_text().splitlines():
+            if line.startswith("some "):
+                total_us = line.rsplit("total=", 1)[1]
+                return int(total_us) / 1e6
+    except (OSError, ValueError, IndexError):
         return None
-    # cpu user nice system idle iowait irq softirq steal ...: idle and iowait are not busy.
-    ticks = [int(field) for field in first[1:9]]
-    busy = sum(ticks) - ticks[3] - ticks[4]
-    return busy / os.sysconf("SC_CLK_TCK")
+    return None
 
 
 def tail(path: Path, lines: int = 20) -> str:

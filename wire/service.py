@@ -13,12 +13,18 @@ import contextlib
 import json
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import click
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 log = logging.getLogger("rtclab.service")
 
@@ -82,18 +88,82 @@ async def _metrics(request: web.Request) -> web.Response:
     return web.Response(body=payload, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+class LoopLag:
+    """How late this process's event loop runs what is due.
+
+    A ticker asks to wake every ``interval_s``; how much later it wakes is time the
+    loop spent elsewhere: a long callback, a garbage-collector pass, no free core.
+    Audio moves in 20 ms frames, so lag of tens of milliseconds is already audible,
+    and a stall a call measures can be pinned on the process whose loop lagged.
+    """
+
+    BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+
+    def __init__(self, registry: CollectorRegistry | None = None, interval_s: float = 0.02):
+        self.interval_s = interval_s
+        self.worst_s = 0.0  # the largest lag seen since start
+        self._task: asyncio.Task[None] | None = None
+        self._histogram: Histogram | None = None
+        if registry is not None:
+            self._histogram = Histogram(
+                "rtclab_event_loop_lag_seconds",
+                "How late the event loop woke a 20 ms ticker.",
+                buckets=self.BUCKETS,
+                registry=registry,
+            )
+            Gauge(
+                "rtclab_event_loop_lag_max_seconds",
+                "The largest event-loop lag seen since the process started.",
+                registry=registry,
+            ).set_function(lambda: self.worst_s)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._tick())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + self.interval_s
+            await asyncio.sleep(self.interval_s)
+            lag = max(0.0, loop.time() - due)
+            self.worst_s = max(self.worst_s, lag)
+            if self._histogram is not None:
+                self._histogram.observe(lag)
+
+
 def create_base_app(
     registry: CollectorRegistry,
     health: Callable[[], dict[str, Any]] = dict,
     *,
     client_max_size: int = 1024**2,
+    watch_loop: bool = True,
 ) -> web.Application:
-    """An aiohttp app with the JSON error middleware, /healthz and /metrics."""
+    """An aiohttp app with the JSON error middleware, /healthz and /metrics.
+
+    With ``watch_loop``, /metrics also reports this process's event-loop lag
+    (``LoopLag``) while the app runs.
+    """
     app = web.Application(middlewares=[error_middleware], client_max_size=client_max_size)
     app[REGISTRY] = registry
     app[HEALTH] = health
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/metrics", _metrics)
+    if watch_loop:
+        lag = LoopLag(registry)
+
+        async def watch(_: web.Application) -> AsyncIterator[None]:
+            lag.start()
+            yield
+            await lag.stop()
+
+        app.cleanup_ctx.append(watch)
     return app
 
 

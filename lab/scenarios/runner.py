@@ -30,7 +30,8 @@ from lab.callers.conversation import SpeakingPlan
 from lab.callers.drivers import driver
 from lab.scenarios.environment import LOOPBACK, LabEnvironment, PathControl
 from lab.scenarios.model import Action, CallPlan, Run, Step
-from lab.stack import Stack, machine_busy_cores
+from lab.stack import Stack, cpu_pressure_seconds
+from wire.service import LoopLag
 
 log = logging.getLogger("rtclab.scenario")
 
@@ -114,7 +115,7 @@ class Calls:
             level = len(self.tasks) + per_step
             self._start_now(CallPlan(per_step, seconds, stagger_s=0.2), f"{level} concurrent")
             await asyncio.sleep(every_s)
-            worst = limit.worst(poller.media, since_s=clock.now() - every_s / 2)
+            worst = limit.worst(poller.media, poller.loop_lag, since_s=clock.now() - every_s / 2)
             self.ramp_log.append({"t": round(clock.now(), 2), "concurrent": level, **worst})
             if worst["degraded"]:
                 reason = "degraded"
@@ -148,7 +149,9 @@ class RampLimit:
         self.max_loss = max_loss
         self.max_gap_ms = max_gap_ms
 
-    def worst(self, media: list[dict[str, Any]], since_s: float) -> dict[str, Any]:
+    def worst(
+        self, media: list[dict[str, Any]], loop_lag: list[dict[str, Any]], since_s: float
+    ) -> dict[str, Any]:
         latest: dict[str, dict[str, Any]] = {}
         for snapshot in media:
             if snapshot["t"] >= since_s:
@@ -158,11 +161,15 @@ class RampLimit:
         losses = [s.get("uplink_loss") or 0.0 for s in latest.values()]
         gaps = [s.get("uplink_max_gap_ms") or 0.0 for s in latest.values()]
         loss, gap = max(losses, default=0.0), max(gaps, default=0.0)
+        lag = {
+            key: value for key, value in (loop_lag[-1] if loop_lag else {}).items() if key != "t"
+        }
         return {
             "sessions": len(latest),
             "worst_uplink_loss": loss,
             "worst_uplink_gap_ms": gap,
             "degraded": loss > self.max_loss or gap > self.max_gap_ms,
+            "loop_lag_max_ms": lag,
         }
 
 
@@ -175,11 +182,17 @@ class Poller:
         self.interval_s = interval_s
         self.relay: list[dict[str, Any]] = []
         self.media: list[dict[str, Any]] = []
-        # CPU seconds used so far by each part and by this process (the callers).
+        # CPU seconds used so far by each part and by this process (the callers), and
+        # the seconds some task waited for a CPU (the machine's pressure), so far.
         self.cpu: list[dict[str, Any]] = []
+        # The largest event-loop lag each process has seen so far (ms): a stall the
+        # calls measured can be pinned on the process whose loop stood still.
+        self.loop_lag: list[dict[str, Any]] = []
+        self.own_lag = LoopLag()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
+        self.own_lag.start()
         self._task = asyncio.create_task(self._loop())
 
     async def stop(self) -> None:
@@ -188,6 +201,7 @@ class Poller:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self._poll_once()  # the final state, after the calls ended
+        await self.own_lag.stop()
 
     async def _loop(self) -> None:
         while True:
@@ -199,19 +213,21 @@ class Poller:
         async with aiohttp.ClientSession(timeout=timeout) as http:
             at = round(self.clock.now(), 3)
             usage = {name: child.cpu_seconds() for name, child in self.stack.children.items()}
-            machine = machine_busy_cores()
+            pressure = cpu_pressure_seconds()
             self.cpu.append(
                 {
                     "t": at,
                     "callers": round(time.process_time(), 3),
                     **usage,
-                    "machine": None if machine is None else round(machine, 3),
+                    "pressure": None if pressure is None else round(pressure, 4),
                     "cores": os.cpu_count(),
                 }
             )
+            lag: dict[str, Any] = {"t": at, "callers": round(1000 * self.own_lag.worst_s, 1)}
             for name, admin in self.stack.relay_admin_urls().items():
                 flows = await _get_json(http, f"{admin}/flows")
                 metrics = await _get_text(http, f"{admin}/metrics")
+                lag[name] = _loop_lag_ms(metrics)
                 self.relay.append(
                     {
                         "t": at,
@@ -225,8 +241,11 @@ class Poller:
                     }
                 )
             for index in range(len(self.stack.media_ports)):
-                url = f"{self.stack.media_url(index)}/sessions?closed=1"
-                sessions = await _get_json(http, url)
+                media_url = self.stack.media_url(index)
+                sessions = await _get_json(http, f"{media_url}/sessions?closed=1")
+                lag[f"media-{index + 1}"] = _loop_lag_ms(
+                    await _get_text(http, f"{media_url}/metrics")
+                )
                 self.media.append(
                     {
                         "t": at,
@@ -245,6 +264,7 @@ class Poller:
                         ],
                     }
                 )
+            self.loop_lag.append(lag)
 
 
 async def _get_json(http: aiohttp.ClientSession, url: str) -> Any:
@@ -266,6 +286,18 @@ async def _get_text(http: aiohttp.ClientSession, url: str) -> str | None:
 def _compact_flows(flows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     keep = ("client", "backend_id", "upstream", "packets_up", "packets_down")
     return [{key: flow.get(key) for key in keep} for flow in flows]
+
+
+def _loop_lag_ms(metrics_text: str | None) -> float | None:
+    """The largest event-loop lag a process reported (over its workers), in ms."""
+    values = [
+        float(line.rsplit(" ", 1)[1])
+        for line in (metrics_text or "").splitlines()
+        if line.startswith(
+            ("rtclab_event_loop_lag_max_seconds ", "rtclab_event_loop_lag_max_seconds{")
+        )
+    ]
+    return round(1000 * max(values), 1) if values else None
 
 
 def _relay_drops(metrics_text: str) -> dict[str, float]:
@@ -469,7 +501,12 @@ async def execute_run(
         },
         "steps": steps,
         "calls": [place_call_on_clock(result, clock, label) for label, result in results],
-        "snapshots": {"relay": poller.relay, "media": poller.media, "cpu": poller.cpu},
+        "snapshots": {
+            "relay": poller.relay,
+            "media": poller.media,
+            "cpu": poller.cpu,
+            "loop_lag": poller.loop_lag,
+        },
         "ramp": calls.ramp_log,
         "netem_overhead": _overhead_summary(overhead),
         "duration_s": round(clock.now(), 2),

@@ -331,7 +331,8 @@ def create_supervisor_app(config: RelayConfig, log_level: str, log_format: str) 
     workers = Workers(config, log_level, log_format)
     registry = CollectorRegistry()
     registry.register(WorkersCollector(workers))
-    app = create_base_app(registry, workers.health)
+    # Each worker reports its own loop lag, labelled by worker; the parent only waits.
+    app = create_base_app(registry, workers.health, watch_loop=False)
     app[WORKERS] = workers
     # /healthz and /metrics render synchronously from what the workers said
     # last: ask them first, on every request.

@@ -34,7 +34,10 @@ def _capacity_runs(quick: bool) -> tuple[Run, ...]:
     )
 
 
-SATURATED = 0.9  # the whole machine this busy: every part now waits for a core
+SATURATED = 0.9  # the lab's processes this busy: every part now waits for a core
+_NOT_PARTS = ("t", "cores", "pressure")  # cpu snapshot fields that are not a process
+# A process whose event loop stood still this long explains a stall of LATE_GAP_S.
+LOOP_STALL_MS = LATE_GAP_S * 1000 / 2
 
 
 def _cpu_rate(samples: list[dict[str, Any]], part: str, start: float, end: float) -> float | None:
@@ -68,6 +71,15 @@ def _per_session_cost(levels: list[dict[str, Any]]) -> float | None:
     return slope
 
 
+def _stalled_loops(before: dict[str, Any], now: dict[str, Any]) -> dict[str, float]:
+    """Processes whose largest event-loop lag first passed LOOP_STALL_MS in this level."""
+    return {
+        part: ms
+        for part, ms in now.items()
+        if ms is not None and ms >= LOOP_STALL_MS and (before.get(part) or 0) < LOOP_STALL_MS
+    }
+
+
 def _r(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else round(value, digits)
 
@@ -80,9 +92,14 @@ def capacity_analyse(data: list[dict[str, Any]]) -> Analysis:
     stopped = next((e["stopped"] for e in run["ramp"] if "stopped" in e), None)
     levels = []
     previous_t = 0.0
+    previous_lag: dict[str, Any] = {}
     for entry in steps:
-        machine = _level_rate(cpu, "machine", previous_t, entry["t"])
-        busy = None if machine is None or not cores else machine / cores
+        lag = entry.get("loop_lag_max_ms") or {}
+        span = (previous_t, entry["t"])
+        parts = {key for sample in cpu for key in sample} - set(_NOT_PARTS)
+        rates = {part: _level_rate(cpu, part, *span) for part in parts}
+        used = [rate for rate in rates.values() if rate is not None]
+        busy = sum(used) / cores if used and cores else None
         levels.append(
             {
                 "concurrent": entry["concurrent"],
@@ -90,13 +107,16 @@ def capacity_analyse(data: list[dict[str, Any]]) -> Analysis:
                 "worst_uplink_loss": entry["worst_uplink_loss"],
                 "worst_uplink_gap_ms": entry["worst_uplink_gap_ms"],
                 "degraded": entry["degraded"],
-                "media_core_fraction": _r(_level_rate(cpu, "media-1", previous_t, entry["t"])),
-                "callers_core_fraction": _r(_level_rate(cpu, "callers", previous_t, entry["t"])),
-                "machine_busy": _r(busy),
+                "media_core_fraction": _r(rates.get("media-1")),
+                "callers_core_fraction": _r(rates.get("callers")),
+                "lab_busy": _r(busy),
+                "cpu_pressure": _r(_level_rate(cpu, "pressure", *span)),
                 "saturated": busy is not None and busy >= SATURATED,
+                "loop_lag_max_ms": lag,
+                "stalled_loops": _stalled_loops(previous_lag, lag),
             }
         )
-        previous_t = entry["t"]
+        previous_t, previous_lag = entry["t"], lag
     clean = [lvl for lvl in levels if not lvl["degraded"]]
     first_bad = next((lvl for lvl in levels if lvl["degraded"]), None)
     first_full = next((lvl for lvl in levels if lvl["saturated"]), None)
@@ -119,10 +139,13 @@ def capacity_analyse(data: list[dict[str, Any]]) -> Analysis:
             lvl["concurrent"],
             lvl["media_core_fraction"],
             lvl["callers_core_fraction"],
-            None if lvl["machine_busy"] is None else f"{100 * lvl['machine_busy']:.0f}%",
+            None if lvl["lab_busy"] is None else f"{100 * lvl['lab_busy']:.0f}%",
+            None if lvl["cpu_pressure"] is None else f"{100 * lvl['cpu_pressure']:.0f}%",
             f"{100 * lvl['worst_uplink_loss']:.1f}%",
             lvl["worst_uplink_gap_ms"],
             "degraded" if lvl["degraded"] else ("saturated" if lvl["saturated"] else "clean"),
+            ", ".join(f"{part} {ms:.0f}" for part, ms in sorted(lvl["stalled_loops"].items()))
+            or "-",
         )
         for lvl in levels
     )
@@ -132,22 +155,38 @@ def capacity_analyse(data: list[dict[str, Any]]) -> Analysis:
         where = (
             f"degraded at {first_bad['concurrent']} concurrent calls (uplink loss "
             f"{100 * first_bad['worst_uplink_loss']:.1f}%, "
-            f"stall {first_bad['worst_uplink_gap_ms']} ms)"
+            f"stall {first_bad['worst_uplink_gap_ms']} ms"
+            + (
+                f", CPU pressure {100 * first_bad['cpu_pressure']:.0f}%)"
+                if first_bad["cpu_pressure"] is not None
+                else ")"
+            )
         )
     else:
         where = f"no degradation up to the cap of {metrics['peak_clean']} concurrent calls"
     if first_full:
         full = (
-            f"the machine was {100 * (first_full['machine_busy'] or 0):.0f}% busy from "
+            f"the lab's processes kept {100 * (first_full['lab_busy'] or 0):.0f}% of the "
+            f"cores busy from "
             f"{first_full['concurrent']} calls on, the media server then at "
             f"{first_full['media_core_fraction']} of a core"
         )
     else:
-        full = "the machine never reached 90% busy"
+        full = f"the lab's processes never kept {SATURATED:.0%} of the cores busy"
+    stalled = first_bad["stalled_loops"] if first_bad else {}
+    if first_bad and stalled:
+        where += "; event loops that stood still then: " + ", ".join(
+            f"{part} {ms:.0f} ms" for part, ms in sorted(stalled.items())
+        )
+    elif first_bad:
+        where += f"; no process's event loop stalled over {LOOP_STALL_MS:.0f} ms"
     if not levels:
         headroom = Verdict.INCONCLUSIVE
     elif first_bad is None or (first_full and first_bad["concurrent"] >= first_full["concurrent"]):
         headroom = Verdict.CONFIRMED
+    elif stalled and set(stalled) == {"callers"}:
+        # Only the lab's own callers stalled: that level says nothing about the server.
+        headroom = Verdict.INCONCLUSIVE
     else:
         headroom = Verdict.REFUTED
     findings = (
@@ -170,22 +209,28 @@ def capacity_analyse(data: list[dict[str, Any]]) -> Analysis:
                 "Calls degrade (loss > 1 % or a stall > 200 ms on an uplink) only once the "
                 "machine runs out of CPU"
             ),
-            expected="no degradation at a level where the machine was under 90% busy",
+            expected=(
+                f"no degradation at a level where the lab's processes kept under "
+                f"{SATURATED:.0%} of the cores busy"
+            ),
             observed=f"{where}; {full}",
             verdict=headroom,
             evidence=("metrics.levels", "metrics.degraded_at", "metrics.saturated_at"),
         ),
     )
     table = (
-        "Levels of the ramp (CPU in cores; the machine's share of all its cores)",
+        "Levels of the ramp (CPU in cores; busy: all the lab's processes as a share of "
+        "all cores; pressure: share of time some task waited for a core)",
         (
             "concurrent calls",
             "media server",
             "callers (this process)",
-            "machine busy",
+            "busy",
+            "CPU pressure",
             "worst uplink loss",
             "worst uplink stall (ms)",
             "state",
+            f"event loops stalled > {LOOP_STALL_MS:.0f} ms",
         ),
         rows,
     )
@@ -203,7 +248,8 @@ CAPACITY = Scenario(
         "cores to spare, gives its cost per added session. The synthetic callers run on the "
         "same cores, so the machine saturates before the server alone would: the cost per "
         "session is the portable number; where calls degrade shows how an overloaded server "
-        "fails (stalls grow before packets are lost)."
+        "fails (stalls grow before packets are lost). Every process reports its event-loop "
+        "lag, so a stall is pinned on the media server, the relay or the callers themselves."
     ),
     runs=_capacity_runs,
     analyse=capacity_analyse,
