@@ -16,7 +16,8 @@ from lab.callers.drivers import DRIVERS
 from lab.callers.page.result import call_result
 from lab.scenarios.catalogue.interop import INTEROP, POLICIES, availability
 from lab.scenarios.model import Verdict
-from lab.scenarios.runner import RunClock, place_call_on_clock
+from lab.scenarios.observe import RunClock
+from lab.scenarios.runner import place_call_on_clock
 
 ORIGIN = 1_800_000_000.0
 MOVE_S = 6.0

@@ -12,7 +12,8 @@ from typing import Any
 from lab.callers.chromium import page_url
 from lab.callers.page.result import call_result, failed_result, frames_missing, max_gap_ms
 from lab.callers.record import SERVER_VIEW_KEYS, SETUP_PHASES, STATS_KEYS
-from lab.scenarios.runner import RunClock, place_call_on_clock
+from lab.scenarios.observe import RunClock
+from lab.scenarios.runner import place_call_on_clock
 
 STARTED = 1_800_000_000.0
 
