@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from lab.scenarios.catalogue.mobility import IP_CHANGE, with_client
 from lab.scenarios.evidence import CONSENT_INTERVAL_MAX_S, RECOVERY_MARGIN_S
 from lab.scenarios.report import run_scenario
 from lab.stack import Stack, StackConfig
+from tests.interop.live import skip_or_fail
 
 pytestmark = pytest.mark.e2e
 
@@ -36,12 +36,8 @@ AGENT_AUDIBLE_DBFS = -40.0
 @pytest.fixture(autouse=True)
 def chromium_available() -> None:
     reason = DRIVER.unavailable()
-    if reason is None:
-        return
-    # CI installs both; a skip there would hide a broken install step.
-    if os.environ.get("CI"):
-        pytest.fail(reason)
-    pytest.skip(reason)
+    if reason is not None:
+        skip_or_fail(reason)
 
 
 async def get_json(url: str) -> tuple[int, Any]:

@@ -8,15 +8,13 @@ starts a response once the caller's utterance ends.
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import pytest
 
 from lab.callers import ffmpeg_whip
 from lab.stack import Stack, StackConfig
+from tests.interop.live import get, relay_view_while_live, skip_or_fail
 
 CALL_SECONDS = 5.0
 MIN_PACKETS = 200  # a 5 s publish carries ~250 Opus frames
@@ -26,27 +24,7 @@ MIN_PACKETS = 200  # a 5 s publish carries ~250 Opus frames
 def whip_ffmpeg() -> None:
     problem = ffmpeg_whip.whip_problem()
     if problem is not None:
-        if os.environ.get("CI"):
-            pytest.fail(problem)
-        pytest.skip(f"{problem}; it comes with `pip install -e .[test]`")
-
-
-async def get(url: str) -> Any:
-    async with aiohttp.ClientSession() as http, http.get(url) as response:
-        assert response.status == 200, await response.text()
-        return await response.json()
-
-
-async def relay_view_while_live(stack: Stack, call: asyncio.Task[Any]) -> tuple[list[Any], Any]:
-    """The relay's flows and the media server's session once the caller's audio flows."""
-    while not call.done():
-        sessions = await get(f"{stack.media_url(0)}/sessions")
-        flows = await get(f"{stack.relay_admin_url}/flows")
-        audio_up = flows and all(flow["packets_up"] > 50 for flow in flows)
-        if sessions and sessions[0]["state"] == "connected" and audio_up:
-            return flows, sessions[0]
-        await asyncio.sleep(0.2)
-    pytest.fail(f"the call ended before media flowed: {call.result()}")
+        skip_or_fail(f"{problem}; it comes with `pip install -e .[test]`")
 
 
 @pytest.mark.e2e
@@ -58,7 +36,7 @@ async def test_ffmpeg_publishes_over_whip_through_the_relay(
         call = asyncio.create_task(
             driver.call(f"{stack.signaling_url}/v1/calls", seconds=CALL_SECONDS)
         )
-        flows, session = await relay_view_while_live(stack, call)
+        flows, session = await relay_view_while_live(stack, call, both_ways=False)
         result = await call
         closed = await get(f"{stack.media_url(0)}/sessions?closed=1")
 

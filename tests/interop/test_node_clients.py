@@ -11,29 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import pytest
 
 from lab.callers import node, voicefiles
 from lab.callers.conversation import SpeakingPlan
 from lab.stack import Stack, StackConfig
+from tests.interop.live import get, relay_view_while_live, skip_or_fail
 
 CALL_SECONDS = 5.0
 # A 5 s call carries ~250 Opus frames each way; allow for set-up and frames in flight.
 MIN_PACKETS = 200
-
-
-def skip_or_fail(reason: str) -> None:
-    """On a developer's machine a missing tool skips; in CI these tests must run."""
-    if os.environ.get("CI"):
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
@@ -50,26 +41,6 @@ def node_installed() -> None:
         )
 
 
-async def get(url: str) -> Any:
-    async with aiohttp.ClientSession() as http, http.get(url) as response:
-        assert response.status == 200, await response.text()
-        return await response.json()
-
-
-async def relay_view_while_live(stack: Stack, call: asyncio.Task[Any]) -> tuple[list[Any], Any]:
-    """The relay's flows and the media server's session once media flows both ways."""
-    while not call.done():
-        sessions = await get(f"{stack.media_url(0)}/sessions")
-        flows = await get(f"{stack.relay_admin_url}/flows")
-        media_flowing = flows and all(
-            flow["packets_up"] > 50 and flow["packets_down"] > 50 for flow in flows
-        )
-        if sessions and sessions[0]["state"] == "connected" and media_flowing:
-            return flows, sessions[0]
-        await asyncio.sleep(0.2)
-    pytest.fail(f"the call ended before media flowed: {call.result()}")
-
-
 @pytest.mark.e2e
 @pytest.mark.parametrize(
     "client", [node.WRTC, node.WERIFT, node.NODE_DATACHANNEL], ids=lambda driver: driver.name
@@ -82,7 +53,7 @@ async def test_node_stack_talks_with_the_agent_through_the_relay(
         call = asyncio.create_task(
             client.call(f"{stack.signaling_url}/v1/calls", seconds=CALL_SECONDS)
         )
-        flows, session = await relay_view_while_live(stack, call)
+        flows, session = await relay_view_while_live(stack, call, both_ways=True)
         result = await call
         closed = await get(f"{stack.media_url(0)}/sessions?closed=1")
 
