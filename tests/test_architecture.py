@@ -1,7 +1,9 @@
 """Imports flow one way (DESIGN.md "Parts"), checked by reading the source.
 
 - ``wire`` imports nothing of ours;
+- ``agent`` (the synthetic voice agent every transport runs) imports only ``wire``;
 - the three servers never import one another (they talk HTTP and UDP) nor the lab;
+  they share ``wire`` and ``agent``;
 - every ``core`` package imports only the standard library, numpy, ``wire`` and itself;
 - the lab starts servers but reaches into none of their internals: from a server
   it may import only the click command (to register it),
@@ -18,7 +20,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-OURS = {"wire", "stun_lb", "webrtc_server", "signaling", "lab"}
+OURS = {"wire", "agent", "stun_lb", "webrtc_server", "signaling", "lab"}
 SERVERS = {"stun_lb", "webrtc_server", "signaling"}
 LAB_MAY_IMPORT = {
     "stun_lb.cli",
@@ -58,10 +60,16 @@ def test_wire_imports_nothing_of_ours(path: Path) -> None:
     assert {m for m in imports_of(path) if ours(m) not in (None, "wire")} == set()
 
 
+@pytest.mark.parametrize("path", sources("agent"), ids=lambda p: p.name)
+def test_agent_imports_only_wire(path: Path) -> None:
+    assert {m for m in imports_of(path) if ours(m) not in (None, "wire", "agent")} == set()
+
+
 @pytest.mark.parametrize("server", sorted(SERVERS))
-def test_servers_import_only_wire_and_themselves(server: str) -> None:
+def test_servers_import_only_shared_code_and_themselves(server: str) -> None:
     for path in sources(server):
-        foreign = {m for m in imports_of(path) if ours(m) not in (None, "wire", server)}
+        shared = (None, "wire", "agent", server)
+        foreign = {m for m in imports_of(path) if ours(m) not in shared}
         assert not foreign, f"{path.relative_to(ROOT)} imports {sorted(foreign)}"
 
 
@@ -82,6 +90,15 @@ def test_cores_are_pure(package: str) -> None:
                 or top == "__future__"
             )
             assert ok, f"{path.relative_to(ROOT)} imports {module}"
+
+
+@pytest.mark.parametrize("name", ["turns.py", "events.py"])
+def test_agent_is_pure(name: str) -> None:
+    for module in imports_of(ROOT / "agent" / name):
+        top = module.split(".")[0]
+        assert (
+            top in sys.stdlib_module_names and top not in {"asyncio", "socket", "time"}
+        ) or top in {"numpy", "wire", "agent", "__future__"}, f"agent/{name} imports {module}"
 
 
 def test_lab_reaches_into_no_server() -> None:

@@ -6,9 +6,10 @@ import logging
 
 import click
 
+from agent.options import agent_options
+from agent.turns import AgentConfig
 from webrtc_server import aioice_patch
 from webrtc_server.config import MediaConfig, Topology
-from webrtc_server.core.agent import AgentConfig
 from wire import route_token
 from wire.addr import Address, format_hostport, parse_hostport
 from wire.logs import configure as configure_logging
@@ -17,7 +18,6 @@ from wire.service import logging_options, run, secret_option, serve_until_signal
 log = logging.getLogger("rtclab.media")
 
 _DEFAULTS = MediaConfig()
-_AGENT = AgentConfig()
 
 
 def _hostport(default_port: int | None) -> click.ParamType:
@@ -82,37 +82,7 @@ def _hostport(default_port: int | None) -> click.ParamType:
     help="SECONDS after the offer within which the caller must connect (ICE and DTLS); "
     "the session is closed otherwise.",
 )
-@click.option(
-    "--model-delay-ms",
-    type=click.FloatRange(min=0),
-    default=_AGENT.model_delay_ms,
-    show_default=True,
-    help="Agent: how long the 'model' thinks after the caller's turn ends, before the "
-    "response starts.",
-)
-@click.option(
-    "--response-seconds",
-    type=click.FloatRange(min=0.02),
-    default=_AGENT.response_seconds,
-    show_default=True,
-    help="Agent: length of each spoken response.",
-)
-@click.option(
-    "--generation-speed",
-    type=click.FloatRange(min=0.01),
-    default=_AGENT.generation_speed,
-    show_default=True,
-    help="Agent: how many times faster than real time the response audio becomes "
-    "available (like TTS). It is still sent paced in real time; the session's turns "
-    "show how long finished audio waited.",
-)
-@click.option(
-    "--vad-hangover-ms",
-    type=click.FloatRange(min=0),
-    default=_AGENT.vad_hangover_ms,
-    show_default=True,
-    help="Agent: quiet time after which the caller's turn counts as over.",
-)
+@agent_options
 @logging_options
 def command(
     listen: Address,
@@ -122,10 +92,7 @@ def command(
     relay: Address,
     secret: str | None,
     setup_timeout_s: float,
-    model_delay_ms: float,
-    response_seconds: float,
-    generation_speed: float,
-    vad_hangover_ms: float,
+    agent: AgentConfig,
     log_level: str,
     log_format: str,
 ) -> None:
@@ -149,12 +116,7 @@ def command(
         relay=relay,
         secret=route_token.secret_from_text(secret),
         setup_timeout_s=setup_timeout_s,
-        agent=AgentConfig(
-            model_delay_ms=model_delay_ms,
-            response_seconds=response_seconds,
-            generation_speed=generation_speed,
-            vad_hangover_ms=vad_hangover_ms,
-        ),
+        agent=agent,
     )
     log.info(
         "media server starting",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from webrtc_server.core.agent import AgentConfig
+from agent.turns import AgentConfig
 from wire.addr import Address
 from wire.route_token import DEV_SECRET
 

@@ -2,7 +2,7 @@
 
 The thin shell around the pure pieces: it wires aiortc's callbacks to the
 session lifecycle (:mod:`webrtc_server.core.phases`) and to the agent
-(:mod:`webrtc_server.core.agent`), and owns every resource a session holds —
+(:mod:`agent.turns`), and owns every resource a session holds —
 the peer connection (and so its UDP socket), the tasks reading remote tracks,
 the setup timer — so that :meth:`MediaSession.close` leaves nothing behind.
 """
@@ -28,12 +28,12 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamTrack
 from av import AudioFrame
 
+from agent.events import EventWriter, turn_timings
+from agent.turns import Agent, AgentEvent, ResponseDone
 from webrtc_server import aioice_patch
 from webrtc_server.config import MediaConfig
-from webrtc_server.core.agent import Agent, AgentEvent, ResponseDone
 from webrtc_server.core.answer import PreparedOffer, local_answer, wire_answer
 from webrtc_server.core.phases import CloseReason, Milestone, Phase, SessionLifecycle
-from webrtc_server.core.realtime import CHANNEL_LABEL, EventWriter, turn_timings
 from webrtc_server.media import PacedAudioTrack, frame_samples, read_track
 from webrtc_server.metrics import MediaMetrics
 from wire import route_token
@@ -47,6 +47,9 @@ log = logging.getLogger("rtclab.media")
 # Events produced before the data channel opens wait here; a caller that never
 # opens it must not make the server hold events without bound.
 MAX_UNSENT_EVENTS = 256
+
+# The data channel the agent's events travel on, named as the published service names it.
+CHANNEL_LABEL = "oai-events"
 
 
 class MediaSession:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from agent.turns import AgentConfig
 from lab.callers.aiortc_caller import run_call
 from tests.webrtc_server.conftest import StartMedia
-from webrtc_server.core.agent import AgentConfig
 
 TURN_EVENTS = [
     "input_audio_buffer.speech_started",

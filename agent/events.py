@@ -1,6 +1,7 @@
-"""Agent events as JSON for the ``oai-events`` data channel.
+"""Agent events as JSON, the same on every transport.
 
-Names follow the OpenAI Realtime API (``session.created``,
+WebRTC carries them on the ``oai-events`` data channel; other transports in
+their own control messages.  Names follow the OpenAI Realtime API (``session.created``,
 ``input_audio_buffer.speech_started`` ... ``response.done``) so tools written
 for it read these too.  Every event has ``type``, ``event_id`` and ``ts``: the
 server's wall-clock time (epoch seconds) of the moment the event describes,
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from webrtc_server.core.agent import (
+from agent.turns import (
     AgentEvent,
     ResponseAudioDone,
     ResponseCreated,
@@ -25,8 +26,6 @@ from webrtc_server.core.agent import (
     SpeechStopped,
     Turn,
 )
-
-CHANNEL_LABEL = "oai-events"
 
 
 def turn_timings(turn: Turn, ms: Callable[[float | None], float | None]) -> dict[str, Any]:

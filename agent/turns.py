@@ -3,10 +3,12 @@
 It hears the caller (one frame level at a time), decides the turn is over when
 the VAD's hangover runs out, "thinks" for a model delay, then produces a
 response that becomes available at ``generation_speed`` times real time, the
-way TTS does.  The sender pulls one 20 ms frame at a time, in real time,
-because WebRTC plays audio on arrival: however fast the response was
-generated, the last frame leaves ``response_seconds`` after the first.  The
-agent records both moments, so the cost of that pacing is measured.
+way TTS does.  How fast frames then leave is the transport's business: a
+WebRTC sender pulls one 20 ms frame at a time in real time (audio plays on
+arrival), so however fast the response was generated, its last frame leaves
+``response_seconds`` after the first; a buffered transport may take frames as
+soon as they exist.  The agent records when generation finished and when each
+response's first and last frames were taken, so the cost of pacing is measured.
 
 One turn at a time: an utterance that ends while a response is still playing
 waits (the latest one only) and is answered right after.

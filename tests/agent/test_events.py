@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from webrtc_server.core.agent import (
+from agent.events import EventWriter
+from agent.turns import (
     ResponseAudioDone,
     ResponseCreated,
     ResponseDone,
@@ -14,7 +15,6 @@ from webrtc_server.core.agent import (
     SpeechStopped,
     Turn,
 )
-from webrtc_server.core.realtime import EventWriter
 
 EPOCH_OFFSET = 1_700_000_000.0
 

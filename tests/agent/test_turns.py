@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from webrtc_server.core.agent import (
+from agent.turns import (
     Agent,
     AgentConfig,
     AgentEvent,
