@@ -15,6 +15,14 @@ into the libraries at exactly these points, for the pinned versions below:
   reach the agent; these attributes do.
 * ``Connection._nominated`` (aioice): ``{component: CandidatePair}``, read for
   the selected pair's local and remote addresses.
+* ``Connection.get_component_candidates`` (aioice), replaced on ONE connection
+  by :func:`gather_on` so that its host candidate is an ``aioice.ice.StunProtocol``
+  attached to a socket the media server owns (the shared socket) instead of a
+  socket aioice binds; the protocol joins ``Connection._protocols`` as
+  aioice's own would.  aioice then sends through the protocol's
+  ``transport.sendto`` and closes it with ``transport.close()``, and the
+  socket's owner delivers datagrams with ``protocol.datagram_received``: the
+  protocol's public asyncio interface.
 
 ``tests/webrtc_server/test_aioice_patch.py`` checks every one of them and fails
 with a message naming the attribute and these versions if one moves.
@@ -25,10 +33,12 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import importlib.metadata
+import inspect
 import ipaddress
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import aioice.candidate
 import aioice.ice
 from aiortc import RTCIceGatherer, RTCIceTransport, RTCPeerConnection
 
@@ -158,6 +168,78 @@ def set_local_credentials(gatherer: RTCIceGatherer, ufrag: str, password: str) -
         )
 
 
+# --- gathering on a socket the media server owns -----------------------------------
+
+# Given aioice's StunProtocol for one component, attach it to a socket (call its
+# connection_made with a transport) and return the local address it sends from.
+Attach = Callable[[Any], Address]
+
+
+def gather_on(gatherer: RTCIceGatherer, attach: Attach) -> None:
+    """Make ``gatherer`` gather ONE host candidate per component, on ``attach``'s socket.
+
+    Call before ``gather()``.  Instead of binding a socket per candidate,
+    aioice's connection creates its usual ``StunProtocol`` and hands it to
+    ``attach``, which connects it to a transport of the caller's (the shared
+    media socket's per-session endpoint) and says which address it sends
+    from; that address becomes the host candidate.  Everything else --
+    checks, consent, DTLS and SRTP over ``transport.sendto``, closing with
+    ``transport.close()`` -- is aioice's unchanged.
+    """
+    connection = connection_of(gatherer)
+    _check_gathering(connection)
+
+    async def get_component_candidates(
+        component: int, addresses: list[str], **_ignored: Any
+    ) -> list[Any]:
+        # No STUN or TURN server here (iceServers=[]): one host candidate is all.
+        protocol = aioice.ice.StunProtocol(connection)
+        host, port = attach(protocol)
+        protocol.local_candidate = aioice.Candidate(
+            foundation=aioice.candidate.candidate_foundation("host", "udp", host),
+            component=component,
+            transport="udp",
+            priority=aioice.candidate.candidate_priority(component, "host"),
+            host=host,
+            port=port,
+            type="host",
+        )
+        connection._protocols.append(protocol)
+        return [protocol.local_candidate]
+
+    # An instance attribute: only this connection gathers this way.
+    connection.get_component_candidates = get_component_candidates
+
+
+def _check_gathering(connection: Any) -> None:
+    method = getattr(type(connection), "get_component_candidates", None)
+    if not inspect.iscoroutinefunction(method):
+        raise _moved("aioice.ice.Connection.get_component_candidates", "missing or not async")
+    if list(inspect.signature(method).parameters)[:3] != ["self", "component", "addresses"]:
+        raise _moved(
+            "aioice.ice.Connection.get_component_candidates",
+            "no longer takes (component, addresses)",
+        )
+    if "self.get_component_candidates(" not in inspect.getsource(
+        type(connection).gather_candidates
+    ):
+        raise _moved(
+            "aioice.ice.Connection.gather_candidates",
+            "no longer gathers through self.get_component_candidates",
+        )
+    if not isinstance(getattr(connection, "_protocols", None), list):
+        raise _moved("aioice.ice.Connection._protocols", "missing or not a list")
+    protocol = getattr(aioice.ice, "StunProtocol", None)
+    if protocol is None or not all(
+        callable(getattr(protocol, name, None))
+        for name in ("connection_made", "datagram_received", "connection_lost", "close")
+    ):
+        raise _moved("aioice.ice.StunProtocol", "missing or not an asyncio DatagramProtocol")
+    for name in ("candidate_foundation", "candidate_priority"):
+        if not callable(getattr(aioice.candidate, name, None)):
+            raise _moved(f"aioice.candidate.{name}", "the function is missing")
+
+
 def selected_pair(ice: RTCIceTransport) -> tuple[Address, Address] | None:
     """``(local, remote)`` addresses of the nominated pair of component 1, or None."""
     connection = connection_of(ice.iceGatherer)
@@ -220,4 +302,13 @@ def check_internals() -> list[str]:
         if not isinstance(getattr(aioice.ice.CandidatePair, name, None), property):
             raise _moved(f"aioice.ice.CandidatePair.{name}", "no longer a property")
         checked.append(f"aioice.ice.CandidatePair.{name}")
+    _check_gathering(connection)
+    checked += [
+        "aioice.ice.Connection.get_component_candidates",
+        "aioice.ice.Connection.gather_candidates",
+        "aioice.ice.Connection._protocols",
+        "aioice.ice.StunProtocol",
+        "aioice.candidate.candidate_foundation",
+        "aioice.candidate.candidate_priority",
+    ]
     return checked

@@ -20,7 +20,8 @@ from webrtc_server import aioice_patch
 from webrtc_server.config import MediaConfig, Topology
 from webrtc_server.core.answer import prepare_offer
 from webrtc_server.core.phases import CloseReason
-from webrtc_server.metrics import MediaMetrics
+from webrtc_server.media_socket import MediaSockets
+from webrtc_server.metrics import MediaMetrics, MediaSocketCollector
 from webrtc_server.registry import SessionRegistry
 from webrtc_server.session import MediaSession
 from wire.addr import format_hostport
@@ -32,6 +33,7 @@ log = logging.getLogger("rtclab.media")
 CONFIG = web.AppKey("config", MediaConfig)
 SESSIONS = web.AppKey("sessions", SessionRegistry[MediaSession])
 METRICS = web.AppKey("metrics", MediaMetrics)
+SOCKETS = web.AppKey("sockets", MediaSockets)
 
 SDP = "application/sdp"
 BACKEND_HEADER = "X-Rtclab-Backend"
@@ -41,6 +43,8 @@ def create_app(config: MediaConfig) -> web.Application:
     aioice_patch.install()
     registry = CollectorRegistry()
     metrics = MediaMetrics(registry)
+    sockets = MediaSockets(config)
+    registry.register(MediaSocketCollector(sockets))
     sessions: SessionRegistry[MediaSession] = SessionRegistry()
 
     def health() -> dict[str, Any]:
@@ -50,19 +54,36 @@ def create_app(config: MediaConfig) -> web.Application:
             "draining": sessions.draining,
             "topology": config.topology.value,
             "relay": format_hostport(config.relay) if config.topology is Topology.RELAY else None,
+            "media_socket": config.media_socket.value,
+            # The shared socket's address (None with a socket per session).
+            "media_address": (
+                format_hostport(sockets.shared.local_address) if sockets.shared else None
+            ),
+            "forward": config.forward.value,
         }
 
     app = create_base_app(registry, health, client_max_size=config.max_offer_bytes)
     app[CONFIG] = config
     app[SESSIONS] = sessions
     app[METRICS] = metrics
+    app[SOCKETS] = sockets
     app.router.add_post("/sessions", create_session)
     app.router.add_get("/sessions", list_sessions)
     app.router.add_get("/sessions/{id}", get_session)
     app.router.add_delete("/sessions/{id}", delete_session)
     app.router.add_post("/drain", drain)
+    app.cleanup_ctx.append(_media_sockets)
     app.cleanup_ctx.append(_close_sessions_on_exit)
     return app
+
+
+async def _media_sockets(app: web.Application) -> AsyncIterator[None]:
+    sockets = app[SOCKETS]
+    await sockets.start()
+    try:
+        yield
+    finally:
+        sockets.close()  # after the sessions (cleanup runs in reverse order)
 
 
 async def _close_sessions_on_exit(app: web.Application) -> AsyncIterator[None]:
@@ -103,7 +124,7 @@ async def create_session(request: web.Request) -> web.Response:
         status = 422 if exc.code == "no_audio" else 400
         raise _reject(app, status, exc.code, str(exc)) from exc
 
-    session = MediaSession(sessions.new_id(), config, metrics, on_closed=_forget(app))
+    session = MediaSession(sessions.new_id(), config, metrics, app[SOCKETS], on_closed=_forget(app))
     sessions.add(session)
     metrics.sessions.set(len(sessions))
     try:

@@ -10,6 +10,18 @@ from wire.addr import Address
 from wire.route_token import DEV_SECRET
 
 
+class MediaSocketMode(enum.Enum):
+    SHARED = "shared"  # one UDP socket for every session: the published design
+    PER_SESSION = "per-session"  # one UDP socket (and port) per session
+
+
+class Forward(enum.Enum):
+    """How the relay in front passes datagrams on (its ``--forward``)."""
+
+    NAT = "nat"  # from one relay socket per flow, as they are: the peer is the relay
+    ENCAP = "encap"  # behind a PROXY v2 header naming the client: the peer is the client
+
+
 class Topology(enum.Enum):
     RELAY = "relay"  # the answer names the relay's public address; callers never see us
     DIRECT = "direct"  # the answer names the session's own socket
@@ -19,8 +31,21 @@ class Topology(enum.Enum):
 class MediaConfig:
     # Route tokens carry it; the relay maps it to this server's host.
     backend_id: int = 1
-    # Sessions bind their UDP socket here only (aioice would take every interface).
+    # Media sockets bind here only (aioice would take every interface).
     bind_host: str = "127.0.0.1"
+    # One socket for every session, as published; per-session is the earlier choice.
+    media_socket: MediaSocketMode = MediaSocketMode.SHARED
+    # The shared socket's port.  0 lets the kernel choose: route tokens carry the
+    # port, so the relay needs no configuration for it.
+    media_port: int = 0
+    # What the relay's datagrams look like; it must match the relay's --forward.
+    forward: Forward = Forward.NAT
+    # encap: the only sources whose PROXY headers are believed, as IP literals
+    # ("10.0.0.1": any port of that host) or (host, port).  The spec's advice:
+    # a header from anyone else lets them speak as any client.
+    trusted_relays: tuple[str | Address, ...] = ()
+    # Every session's media shares the socket's kernel buffer (capped at rmem_max).
+    socket_buffer_bytes: int = 4 * 1024 * 1024
     topology: Topology = Topology.RELAY
     # The relay's public address, advertised as the only candidate (relay topology).
     relay: Address = ("127.0.0.1", 3478)

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from webrtc_server.core.demux import DROP_REASONS
+from webrtc_server.media_socket import MediaSockets
 
 # Turn latency on loopback is hangover + model delay (~0.7 s); impaired paths add seconds.
 _LATENCY_BUCKETS = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
@@ -66,4 +73,41 @@ class MediaMetrics:
             ["phase"],
             buckets=_SETUP_BUCKETS,
             registry=registry,
+        )
+
+
+class MediaSocketCollector(Collector):
+    """The media sockets' demultiplexer counters (plain ints on the packet path) at scrape time."""
+
+    def __init__(self, sockets: MediaSockets) -> None:
+        self._sockets = sockets
+
+    def collect(self) -> Iterable[Metric]:
+        counters = self._sockets.counters
+        datagrams = CounterMetricFamily(
+            "rtclab_media_socket_datagrams",
+            "Datagrams the media sockets' demultiplexer passed: in (delivered to a session) "
+            "and out (a session's, sent).  Zero where aioice owns each session's socket "
+            "(--media-socket per-session with --forward nat).",
+            labels=["direction"],
+        )
+        datagrams.add_metric(["in"], counters.delivered)
+        datagrams.add_metric(["out"], counters.sent)
+        yield datagrams
+        drops = CounterMetricFamily(
+            "rtclab_media_socket_drops",
+            "Datagrams the media sockets dropped, by reason: unknown_source, unknown_ufrag, "
+            "no_username, malformed_stun (no session to give them to); untrusted_relay, "
+            "no_header, bad_header, not_proxied (--forward encap); no_route (a reply to an "
+            "address the session does not own).",
+            labels=["reason"],
+        )
+        for reason in DROP_REASONS:
+            drops.add_metric([reason], counters.drops.get(reason, 0))
+        yield drops
+        yield GaugeMetricFamily(
+            "rtclab_media_sockets_open",
+            "UDP sockets the media server holds for media through its demultiplexer "
+            "(1 when shared; one per session with per-session encap).",
+            value=self._sockets.open_sockets,
         )

@@ -35,6 +35,7 @@ from webrtc_server.config import MediaConfig
 from webrtc_server.core.answer import PreparedOffer, local_answer, wire_answer
 from webrtc_server.core.phases import CloseReason, Milestone, Phase, SessionLifecycle
 from webrtc_server.media import PacedAudioTrack, frame_samples, read_track
+from webrtc_server.media_socket import Endpoint, MediaSocket, MediaSockets
 from webrtc_server.metrics import MediaMetrics
 from wire import route_token
 from wire.addr import Address, format_hostport
@@ -51,6 +52,10 @@ MAX_UNSENT_EVENTS = 256
 # The data channel the agent's events travel on, named as the published service names it.
 CHANNEL_LABEL = "oai-events"
 
+# Route tokens carry 32 random bits; a ufrag another session on the same
+# socket holds is drawn again.  Eight draws all colliding means a bug.
+TOKEN_DRAWS = 8
+
 
 class MediaSession:
     """Create, :meth:`answer`, then :meth:`close` (or let the peer or the timer close it)."""
@@ -60,6 +65,7 @@ class MediaSession:
         session_id: str,
         config: MediaConfig,
         metrics: MediaMetrics,
+        sockets: MediaSockets,
         *,
         on_closed: Callable[[MediaSession], None],
         clock: Callable[[], float] | None = None,
@@ -80,6 +86,11 @@ class MediaSession:
         self.local_port: int | None = None
         self.remote: Address | None = None
         self._metrics = metrics
+        self._sockets = sockets
+        # The media socket this session's ICE agent talks through, and its
+        # endpoint on it; None where aioice binds its own (per-session, nat).
+        self._media: MediaSocket | None = None
+        self._endpoint: Endpoint | None = None
         self._on_closed = on_closed
         self._events = EventWriter(session_id, now, self.created_epoch - now)
         self._pc = RTCPeerConnection(
@@ -113,6 +124,12 @@ class MediaSession:
         if len(transports) != 1:  # max-bundle on our side makes this a bug, not bad input
             raise ApiError(500, "internal", f"expected one ICE transport, got {len(transports)}")
         gatherer = transports[0].iceGatherer
+        if self._sockets.uses_endpoints:
+            try:
+                self._media = await self._sockets.endpoint_socket()
+            except OSError as exc:
+                raise ApiError(503, "no_socket", f"could not bind a UDP socket: {exc}") from exc
+            aioice_patch.gather_on(gatherer, self._attach)
         # Gather now, not in setLocalDescription: the route token needs the port.
         with aioice_patch.bind_addresses([self.config.bind_host]):
             await gatherer.gather()
@@ -123,7 +140,7 @@ class MediaSession:
             )
         self.local_port = candidates[0].port
         secret = self.config.secret
-        self.server_ufrag = route_token.encode(secret, self.config.backend_id, self.local_port)
+        self.server_ufrag = self._route_token(secret, self.local_port)
         aioice_patch.set_local_credentials(
             gatherer, self.server_ufrag, route_token.ice_password(secret, self.server_ufrag)
         )
@@ -148,6 +165,20 @@ class MediaSession:
             },
         )
         return answer
+
+    def _attach(self, protocol: Any) -> Address:
+        """Connect the ICE agent's protocol to this session's endpoint on the media socket."""
+        assert self._media is not None
+        self._endpoint = self._media.attach(protocol)
+        return self._endpoint.local_address
+
+    def _route_token(self, secret: bytes, port: int) -> str:
+        """A fresh route token naming this server and ``port``, routed to us on a shared socket."""
+        for _ in range(TOKEN_DRAWS):
+            ufrag = route_token.encode(secret, self.config.backend_id, port)
+            if self._endpoint is None or self._endpoint.register(ufrag):
+                return ufrag
+        raise ApiError(500, "internal", "no free route token after several draws")
 
     # --- closing -----------------------------------------------------------------
 
@@ -175,6 +206,10 @@ class MediaSession:
             await self._pc.close()
         except Exception:
             log.exception("closing the peer connection failed", extra={"session": self.id})
+        if self._endpoint is not None:
+            self._endpoint.close()  # aioice closed it with the connection; to be sure
+        if self._media is not None:
+            self._sockets.done_with(self._media)
         self._track.stop()
         for task in self._tasks:
             task.cancel()
@@ -318,6 +353,11 @@ class MediaSession:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _remotes(self) -> list[dict[str, str | None]]:
+        if self._endpoint is not None:
+            return self._endpoint.remotes()
+        return [{"remote": format_hostport(self.remote), "via": None}] if self.remote else []
+
     def _refresh_remote(self) -> None:
         pair = aioice_patch.peer_selected_pair(self._pc)
         if pair is not None:
@@ -367,6 +407,11 @@ class MediaSession:
                 else None
             ),
             "remote": format_hostport(self.remote) if self.remote else None,
+            "media_socket": self.config.media_socket.value,
+            "forward": self.config.forward.value,
+            # Every remote address the session's socket delivers to it (a client
+            # that moved has several), with the relay each came through (encap).
+            "remotes": self._remotes(),
             "connection_state": self._pc.connectionState,
             "setup_ms": self.lifecycle.setup_ms(),
             "uplink": with_rtp(

@@ -31,6 +31,12 @@ TOUCHED = {
     "aioice.ice.Connection._nominated",
     "aioice.ice.CandidatePair.local_addr",
     "aioice.ice.CandidatePair.remote_addr",
+    "aioice.ice.Connection.get_component_candidates",
+    "aioice.ice.Connection.gather_candidates",
+    "aioice.ice.Connection._protocols",
+    "aioice.ice.StunProtocol",
+    "aioice.candidate.candidate_foundation",
+    "aioice.candidate.candidate_priority",
 }
 
 
@@ -134,6 +140,75 @@ def test_a_moved_attribute_fails_loudly_with_names_and_versions() -> None:
     message = str(raised.value)
     assert "aioice.ice.Connection._nominated" in message
     assert "aiortc 1.16.x" in message and "aioice 0.13.x" in message
+
+
+class RecordingTransport(asyncio.DatagramTransport):
+    """A transport a test owns: what aioice sends through it, and whether it closed it."""
+
+    def __init__(self, protocol: asyncio.DatagramProtocol) -> None:
+        super().__init__()
+        self.protocol = protocol
+        self.sent: list[tuple[bytes, tuple[str, int]]] = []
+        self.closed = False
+
+    def sendto(self, data: bytes, addr: object = None) -> None:
+        assert isinstance(addr, tuple)
+        self.sent.append((bytes(data), addr))
+
+    def close(self) -> None:
+        self.closed = True
+        asyncio.get_running_loop().call_soon(self.protocol.connection_lost, None)
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return default
+
+
+async def test_gather_on_makes_the_host_candidate_a_socket_the_caller_owns() -> None:
+    gatherer = RTCIceGatherer(iceServers=[])
+    transports: list[RecordingTransport] = []
+
+    def attach(protocol: asyncio.DatagramProtocol) -> tuple[str, int]:
+        transport = RecordingTransport(protocol)
+        protocol.connection_made(transport)
+        transports.append(transport)
+        return ("127.0.0.1", 45678)
+
+    aioice_patch.gather_on(gatherer, attach)
+    with aioice_patch.bind_addresses(["127.0.0.1"]):
+        await gatherer.gather()
+    connection = aioice_patch.connection_of(gatherer)
+    try:
+        candidates = gatherer.getLocalCandidates()
+        assert [(c.ip, c.port, c.type) for c in candidates] == [("127.0.0.1", 45678, "host")]
+        # aioice's only protocol is the one on our transport: it bound no socket of its own.
+        assert [p.transport for p in connection._protocols] == transports
+
+        # The ICE agent answers a check delivered to the protocol, through our transport.
+        secret = b"patch-test"
+        ufrag = route_token.encode(secret, 7, 45678)
+        password = route_token.ice_password(secret, ufrag)
+        aioice_patch.set_local_credentials(gatherer, ufrag, password)
+        request = stun.binding_request(b"gather-on-01", f"{ufrag}:peer", password)
+        transports[0].protocol.datagram_received(request, ("127.0.0.9", 5000))
+        await eventually(lambda: bool(transports[0].sent))
+        reply, destination = transports[0].sent[0]
+        assert destination == ("127.0.0.9", 5000)
+        answer = stun.parse(reply)
+        assert answer.is_success and answer.transaction_id == b"gather-on-01"
+        assert stun.check_integrity(answer, reply, password.encode())
+    finally:
+        await connection.close()
+    assert transports[0].closed, "aioice did not close the transport it was given"
+
+
+def test_gathering_internals_that_move_fail_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
+    gatherer = RTCIceGatherer(iceServers=[])
+    del aioice_patch.connection_of(gatherer)._protocols
+    with pytest.raises(aioice_patch.InternalsMoved, match=r"Connection\._protocols"):
+        aioice_patch.gather_on(gatherer, lambda protocol: ("127.0.0.1", 1))
+    monkeypatch.setattr(aioice.ice.Connection, "get_component_candidates", lambda self: None)
+    with pytest.raises(aioice_patch.InternalsMoved, match="get_component_candidates"):
+        aioice_patch.check_internals()
 
 
 def test_a_missing_gathering_function_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:

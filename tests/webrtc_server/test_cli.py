@@ -17,6 +17,10 @@ OPTIONS = (
     "--listen",
     "--backend-id",
     "--bind-host",
+    "--media-socket",
+    "--media-port",
+    "--forward",
+    "--trusted-relay",
     "--topology",
     "--relay",
     "--secret",
@@ -43,7 +47,7 @@ def test_help_explains_every_option() -> None:
     for option in OPTIONS:
         assert option in result.stdout, option
     # Every option has a sentence of help, not just a name.
-    assert result.stdout.count("[default:") >= len(OPTIONS) - 1
+    assert result.stdout.count("[default:") >= len(OPTIONS) - 2  # --secret, --trusted-relay
 
 
 async def test_serves_and_exits_cleanly_on_sigterm_closing_sessions(
@@ -76,6 +80,7 @@ async def test_serves_and_exits_cleanly_on_sigterm_closing_sessions(
                             break
                     except aiohttp.ClientConnectionError:
                         await asyncio.sleep(0.1)
+                media_address = health.pop("media_address")
                 assert health == {
                     "status": "ok",
                     "backend_id": 9,
@@ -83,6 +88,8 @@ async def test_serves_and_exits_cleanly_on_sigterm_closing_sessions(
                     "draining": False,
                     "topology": "direct",
                     "relay": None,
+                    "media_socket": "shared",
+                    "forward": "nat",
                 }
                 _pc, offer = await make_offer()
                 async with http.post(
@@ -92,6 +99,8 @@ async def test_serves_and_exits_cleanly_on_sigterm_closing_sessions(
                     location = response.headers["Location"]
                 async with http.get(f"{base}{location}") as response:
                     session_port = (await response.json())["local_port"]
+                # One socket for every session: the session's port is the server's.
+                assert f"127.0.0.1:{session_port}" == media_address
                 assert session_port in udp_ports_open()
                 async with http.get(f"{base}/metrics") as response:
                     assert "rtclab_media_sessions 1.0" in await response.text()
