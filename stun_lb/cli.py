@@ -9,6 +9,7 @@ import click
 
 from stun_lb.core.config import (
     ConfigError,
+    ForwardMode,
     LoopKind,
     RebindPolicy,
     RelayConfig,
@@ -39,6 +40,8 @@ _CONFIG_PARAMS = {
     "workers": "workers",
     "reuse_port": "reuse-port",
     "state": "state",
+    "forward": "forward",
+    "internal": "internal",
 }
 
 
@@ -94,7 +97,7 @@ finds their flows in Redis at their first packet:
     default=None,
     help="TOML file with the same keys as these options (listen, admin, backend = "
     '["ID=HOST", ...], secret, rebind, verify-integrity, idle-timeout, max-flows, loop, '
-    "workers, reuse-port, state).  "
+    "workers, reuse-port, state, forward, internal).  "
     "Options given on the command line (or in the environment) win; backends merge by id.",
 )
 @secret_option
@@ -193,6 +196,30 @@ finds their flows in Redis at their first packet:
     "one port (--reuse-port, --workers), or one relay restarted in place.  Relays sharing "
     "a Redis must share --secret and backend ids.",
 )
+@click.option(
+    "--forward",
+    type=click.Choice([mode.value for mode in ForwardMode]),
+    default=_DEFAULTS.forward.value,
+    show_default=True,
+    help="How datagrams reach the media servers.  nat: from one connected upstream socket "
+    "per flow, as they are; a media server's peer is that socket, so a flow rebuilt after a "
+    "restart is a new peer.  encap: from ONE internal socket (--internal), each behind a "
+    "PROXY protocol v2 header naming the client, so a media server's peer is the client's "
+    "own address; the media servers (rtclab media --forward encap --trusted-relay "
+    "INTERNAL) answer behind the same header, and each reply goes out of the public port "
+    "to the address it names, with no lookup: the downlink keeps no state here.  Headers "
+    "are read only on the internal socket and only from backend hosts, never from "
+    "clients.  The published design does not say which.",
+)
+@click.option(
+    "--internal",
+    metavar="HOST:PORT",
+    default=None,
+    help="With --forward encap: the address of the socket towards the media servers, which "
+    "they must trust (--trusted-relay).  [default: the --listen host, an ephemeral port]  "
+    "Give a fixed port so a restarted relay, or relays sharing it with --reuse-port, are "
+    "where the media servers already send their replies.",
+)
 @logging_options
 @click.pass_context
 def command(
@@ -206,9 +233,11 @@ def command(
     the server ufrag is a route token naming the backend id and the session's UDP
     port; the relay opens a connected upstream socket to that backend port and
     records the flow.  Whatever the backend sends on that socket goes back out of
-    the public port to the flow's client.  Anything else is dropped and counted by
-    reason (unknown_source, bad_token, unknown_backend, malformed, table_full,
-    bad_integrity, not_webrtc, ...) in /metrics; nothing is logged per packet.
+    the public port to the flow's client.  (With --forward encap there is one
+    internal socket instead, and a PROXY v2 header on each datagram names the
+    client.)  Anything else is dropped and counted by reason (unknown_source,
+    bad_token, unknown_backend, malformed, table_full, bad_integrity, not_webrtc,
+    ...) in /metrics; nothing is logged per packet.
     """
     configure_logging(log_level, log_format)
     layers: list[dict[str, Any]] = []

@@ -14,6 +14,8 @@ The same option names work on the command line and in a TOML file::
     workers = 2
     reuse-port = true
     state = "redis://127.0.0.1:6379/0"
+    forward = "encap"
+    internal = "10.0.0.1:3479"
 
 :func:`build_config` folds layers in order (defaults, file, environment,
 command line), later layers winning; backends merge per id, so a file can list
@@ -51,6 +53,20 @@ class RebindPolicy(enum.Enum):
     OFF = "off"
     VERIFIED = "verified"
     SSRC = "ssrc"
+
+
+class ForwardMode(enum.Enum):
+    """How a flow's datagrams reach its media server.
+
+    NAT sends them from one connected upstream socket per flow, as they are:
+    the media server's peer is that socket.  ENCAP sends them from the
+    relay's one internal socket behind a PROXY protocol v2 header naming the
+    client, so the media server's peer is the client's own address; its
+    replies carry the header back and go out to the address it names.
+    """
+
+    NAT = "nat"
+    ENCAP = "encap"
 
 
 class LoopKind(enum.Enum):
@@ -103,6 +119,13 @@ class RelayConfig:
     # in-memory entry).  A redis:// URL: flows are also written to Redis so
     # another relay on the same address can take them over.
     state_url: str | None = None
+    # Today's connected socket per flow; the published design does not say.
+    forward: ForwardMode = ForwardMode.NAT
+    # encap: the socket towards the media servers (their --trusted-relay).  None:
+    # the listen host on an ephemeral port -- fine for one relay that never
+    # restarts; give a fixed port so a restarted relay (or several sharing it
+    # with --reuse-port) is where the media servers already send.
+    internal: Address | None = None
 
     # --- shared state (only with state_url); see stun_lb.core.state ----------
     # A Redis round trip on a LAN is well under a millisecond, and an audio
@@ -131,6 +154,11 @@ class RelayConfig:
     # (writes coalesce meanwhile), so a Redis outage costs it one attempt per
     # second, not one per new flow.
     state_retry_s: float = 1.0
+
+    @property
+    def internal_address(self) -> Address:
+        """Where the encap socket binds: ``internal``, or the listen host on port 0."""
+        return self.internal if self.internal is not None else (self.listen[0], 0)
 
     @property
     def uses_dev_secret(self) -> bool:
@@ -162,6 +190,8 @@ OPTION_KEYS = (
     "workers",
     "reuse-port",
     "state",
+    "forward",
+    "internal",
 )
 
 STATE_SCHEMES = ("redis", "rediss", "unix")
@@ -312,10 +342,16 @@ def build_config(
                 changes["reuse_port"] = _flag(key, value)
             elif key == "state":
                 changes["state_url"] = parse_state(value)
+            elif key == "forward":
+                changes["forward"] = _choice(key, value, ForwardMode)
+            elif key == "internal":
+                changes["internal"] = _address(key, value)
             else:
                 known = ", ".join(OPTION_KEYS)
                 raise ConfigError(f"unknown option {raw_key!r} (known: {known})")
     config = replace(config, backends=backends, **changes)
+    if config.internal is not None and config.forward is not ForwardMode.ENCAP:
+        raise ConfigError("internal is the encap socket's address: it needs forward = encap")
     if config.workers > 1:
         if changes.get("reuse_port") is False:
             raise ConfigError("workers > 1 share the port: reuse-port cannot be off")

@@ -60,6 +60,11 @@ DROP_REASONS = (
     "flow_closed",  # the backend sent on a flow the relay had just closed
     "upstream_open_failed",  # the shell could not open the upstream socket
     "send_failed",  # the kernel refused a send (buffer full, ICMP unreachable, ...)
+    # --forward encap: what the internal socket refuses from the media-server side
+    "untrusted_backend",  # from an address that is no configured backend host
+    "no_header",  # no PROXY v2 header
+    "bad_header",  # a PROXY v2 header that breaks the spec
+    "not_proxied",  # a valid header naming no UDP client (LOCAL, TCP, UNIX)
     # --state redis: a datagram from an address with no flow waits for a lookup
     "lookup_busy",  # too many lookups in flight: not looked up, dropped
     "lookup_overflow",  # its address already holds the most datagrams a lookup may hold

@@ -3,7 +3,8 @@
 Two kinds of output:
 
 * a **decision** about the datagram just handed in, returned by the call:
-  :class:`ForwardUp`, :class:`ForwardDown`, :class:`Drop` or :class:`Held`.  The datagram
+  :class:`ForwardUp`, :class:`ForwardDown`, :class:`Decap`, :class:`Drop` or
+  :class:`Held`.  The datagram
   itself is not repeated inside the decision: the shell still holds it.
 * **events** about the flow table, queued on the router and drained by the
   shell before it applies the decision: :class:`FlowOpened` (open an upstream
@@ -37,6 +38,15 @@ class ForwardDown:
 
 
 @dataclass(frozen=True, slots=True)
+class Decap:
+    """--forward encap: send the datagram minus its first ``offset`` bytes (the PROXY
+    header) out of the public socket to ``client``."""
+
+    client: Address
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
 class Drop:
     """Do nothing with the datagram; the router has counted it under ``reason``."""
 
@@ -50,17 +60,20 @@ class Held:
 
 HELD = Held()
 
-Decision = ForwardUp | ForwardDown | Drop | Held
+Decision = ForwardUp | ForwardDown | Decap | Drop | Held
 
 
 @dataclass(frozen=True, slots=True)
 class FlowOpened:
-    """Open a connected upstream socket for ``flow_id`` towards ``backend``.
+    """Open ``flow_id``'s path towards ``backend``.
 
-    ``upstream`` is set when the flow was taken over from shared state: the
-    local address the previous relay's upstream socket had, which the
-    backend nominated.  Bind to it if it is free, so the takeover is
-    invisible to the backend; any address otherwise.
+    nat: a connected upstream socket.  ``upstream`` is set when the flow was
+    taken over from shared state: the local address the previous relay's
+    upstream socket had, which the backend nominated.  Bind to it if it is
+    free, so the takeover is invisible to the backend; any address otherwise.
+    encap: no socket of its own; datagrams go out of the internal socket
+    behind the flow's header (``Flow.encap_header``), and ``upstream`` is the
+    client address that header names.
     """
 
     flow_id: int

@@ -23,6 +23,19 @@ One datagram's path::
         (a Binding success answering a remembered transaction first moves F
          to the address that check came from: rebind verified/ssrc)
 
+--forward encap: client datagrams take the same path; ForwardUp then means
+"out of the internal socket behind F's PROXY v2 header", which names F's
+upstream: the client's address when F opened (kept across verified/ssrc
+moves, so the backend sees no change, as with nat's upstream socket).
+Replies arrive on the internal socket::
+
+    datagram from SOURCE --SOURCE no configured backend host---> Drop(untrusted_backend)
+                         --no/broken/LOCAL PROXY header--------> Drop(no_header |
+                                                                 bad_header | not_proxied)
+                         --header names U, a flow's upstream---> Decap(that flow's client)
+                              (after the pending-check step above: a move)
+                         --header names U, no such flow-------> Decap(U): no state needed
+
 Every bad input is a named :class:`Drop`, counted; nothing here raises on
 network input.  Nothing here does I/O or reads a clock: the shell passes
 ``now`` and acts on the decisions and on the queued :attr:`Router.events`.
@@ -33,12 +46,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import cast
 
-from stun_lb.core.config import RebindPolicy, RelayConfig
+from stun_lb.core.config import ForwardMode, RebindPolicy, RelayConfig
 from stun_lb.core.counters import DOWN, DROP_REASONS, OTHER, RTP, STUN, UP, Counters, Datagram
 from stun_lb.core.counters import kind_index as _kind_index
 from stun_lb.core.events import (
     HELD,
     ClientMoved,
+    Decap,
     Decision,
     Drop,
     Event,
@@ -58,7 +72,7 @@ from stun_lb.core.state import (
     decode_record,
 )
 from stun_lb.core.table import Flow, FlowTable, PendingCheck
-from wire import route_token, stun
+from wire import proxy_protocol, route_token, stun
 from wire.addr import Address
 from wire.demux import rtp_ssrc as _rtp_ssrc_of_bytes
 
@@ -74,6 +88,8 @@ _ADMISSION_DROPS = {
     Admission.OVERFLOW: "lookup_overflow",
 }
 
+_HEADER_DROPS = {"no_header": "no_header", "malformed": "bad_header", "not_proxied": "not_proxied"}
+
 # What the shell sends once a lookup has answered: each held datagram and its decision.
 Replay = list[tuple[bytes, Decision]]
 
@@ -88,6 +104,10 @@ class Router:
         self.events: list[Event] = []
         self._policy = config.rebind
         self._learn_ssrcs = config.rebind is RebindPolicy.SSRC
+        self.encap = config.forward is ForwardMode.ENCAP
+        # encap: set by on_listening before the first datagram.
+        self._public: Address | None = None
+        self._backend_hosts: frozenset[str] = frozenset()
         self._packets_up = self.counters.packets[UP]
         self._bytes_up = self.counters.bytes[UP]
         self._packets_down = self.counters.packets[DOWN]
@@ -109,6 +129,15 @@ class Router:
                 )
             )
             self.writes = WriteBook(config.idle_timeout_s, config.state_refresh_interval_s)
+
+    def on_listening(self, public: Address, backend_hosts: frozenset[str]) -> None:
+        """The shell bound the public socket at ``public``; backends resolved to these hosts.
+
+        encap: ``public`` is the destination every PROXY header names, and only
+        datagrams from ``backend_hosts`` are read as the backends' replies.
+        """
+        self._public = public
+        self._backend_hosts = backend_hosts
 
     def pop_events(self) -> list[Event]:
         events, self.events = self.events, []
@@ -164,6 +193,39 @@ class Router:
         self._bytes_down[kind] += size
         return decision
 
+    def on_backend_encapsulated(self, data: Datagram, source: Address, now: float) -> Decision:
+        """Route one datagram a backend sent to the internal socket (--forward encap).
+
+        Its header names where it goes; the table is read only to follow a
+        client that moved (and to count per flow), never to find a route.
+        """
+        if source[0] not in self._backend_hosts:
+            return self._drop("untrusted_backend")
+        try:
+            upstream, offset = proxy_protocol.proxied_source(data)
+        except proxy_protocol.ProxyHeaderError as exc:
+            return self._drop(_HEADER_DROPS[exc.reason])
+        kind = _kind_index(data[offset:])
+        size = len(data) - offset
+        flow = self.table.lookup_upstream(upstream)
+        decision: Decision
+        if flow is None:
+            decision = Decap(upstream, offset)
+        else:
+            decision = flow.decap if flow.decap.offset == offset else Decap(flow.client, offset)
+            if flow.pending and kind == STUN:
+                answer = self._answer_to_pending_check(flow, data[offset:], now)
+                if isinstance(answer, Drop):
+                    return answer
+                if answer is not None:
+                    # The asker (an error answer), or the flow's client after the move.
+                    decision = Decap(cast(ForwardDown, answer).client, offset)
+            flow.packets_down += 1
+            flow.bytes_down += size
+        self._packets_down[kind] += 1
+        self._bytes_down[kind] += size
+        return decision
+
     def on_timer(self, now: float) -> None:
         """Close every flow idle for ``idle_timeout_s``; refresh shared-state entries when due."""
         for flow in self.table.expire(now):
@@ -179,7 +241,7 @@ class Router:
         flow = self.table.get(flow_id)
         if flow is None:
             return
-        flow.upstream = local
+        self.table.set_upstream(flow, local)
         if self.writes is not None:
             self.writes.write(flow, now)
 
@@ -246,16 +308,37 @@ class Router:
         if (token.backend_id, token.port) != (record.backend_id, record.backend[1]):
             return False
         host = self.config.backends.get(token.backend_id)
-        if host is None or self.table.full:
+        if host is None or self.table.full or record.forward is not self.config.forward:
+            # A record of the other forwarding mode names an upstream that
+            # means something else (a relay socket, or a client address).
             return False
+        header = b""
+        if self.encap:
+            header = self._header_for(record.upstream)
+            if not header:
+                return False
         flow = self.table.open(
             record.client, token.backend_id, (host, token.port), record.session, now
         )
         self.counters.flows_created += 1
+        if self.encap:
+            # The backend knows this client by the recorded address: keep naming it.
+            self.table.set_upstream(flow, record.upstream, header)
+            self.counters.takeovers["same"] += 1
         self.events.append(
             FlowOpened(flow.id, flow.client, token.backend_id, flow.backend, record.upstream)
         )
+        if self.encap and self.writes is not None:
+            self.writes.write(flow, now)
         return True
+
+    def _header_for(self, upstream: Address) -> bytes:
+        """The PROXY header naming ``upstream`` (b"" if it cannot name it: another family)."""
+        assert self._public is not None, "on_listening() first"
+        try:
+            return proxy_protocol.encode(upstream, self._public)
+        except ValueError:
+            return b""
 
     def close_flow(self, flow_id: int, reason: str) -> None:
         """Close a flow the shell cannot serve (its upstream socket failed)."""
@@ -355,6 +438,11 @@ class Router:
             return self._drop("table_full")
         flow = self.table.open(client, token.backend_id, (host, token.port), session, now)
         self.counters.flows_created += 1
+        if self.encap:
+            # No socket to open: the flow's path is its header, naming the client.
+            self.table.set_upstream(flow, client, self._header_for(client))
+            if self.writes is not None:
+                self.writes.write(flow, now)
         self.events.append(FlowOpened(flow.id, client, token.backend_id, flow.backend))
         return self.on_client_datagram(data, client, now)
 

@@ -37,12 +37,14 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from stun_lb.core.config import ForwardMode
 from stun_lb.core.counters import Datagram
 from stun_lb.core.table import Flow, SessionKey
 from wire.addr import Address, format_hostport, parse_hostport
 
 KEY_PREFIX = "rtclab:lb:flow:"
-RECORD_VERSION = 1
+# 2 added "forward"; a version-1 entry (written before --forward existed) is a nat one.
+RECORD_VERSION = 2
 
 
 def record_key(client: Address) -> str:
@@ -59,21 +61,32 @@ class RecordError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class FlowRecord:
-    """One flow as stored: enough for another relay to take it over unchanged."""
+    """One flow as stored: enough for another relay to take it over unchanged.
+
+    Under ``--forward encap`` this is the published pair <client address,
+    media server>, with the session's ufrags and the address the media
+    server knows the client by (``upstream``: the client's own, unless a
+    verified move happened since).
+    """
 
     client: Address
     backend_id: int
     # As the writing relay configured it; the session port is its port.
     backend: Address
     session: SessionKey
-    # The writing relay's end of the upstream socket: the peer address the
-    # media server nominated, so the one a takeover must send from.
+    # nat: the writing relay's end of the upstream socket, the peer address the
+    # media server nominated, so the one a takeover must send from.  encap: the
+    # client address the flow's PROXY header names.
     upstream: Address
+    forward: ForwardMode = ForwardMode.NAT
 
 
 def record_of(flow: Flow) -> FlowRecord:
     assert flow.upstream is not None, "a flow is written once its upstream socket is open"
-    return FlowRecord(flow.client, flow.backend_id, flow.backend, flow.session, flow.upstream)
+    forward = ForwardMode.ENCAP if flow.encap_header else ForwardMode.NAT
+    return FlowRecord(
+        flow.client, flow.backend_id, flow.backend, flow.session, flow.upstream, forward
+    )
 
 
 def encode_record(record: FlowRecord) -> bytes:
@@ -86,6 +99,7 @@ def encode_record(record: FlowRecord) -> bytes:
             "server_ufrag": record.session[0],
             "client_ufrag": record.session[1],
             "upstream": format_hostport(record.upstream),
+            "forward": record.forward.value,
         },
         separators=(",", ":"),
     ).encode()
@@ -95,14 +109,16 @@ def decode_record(client: Address, raw: bytes) -> FlowRecord:
     """The entry stored under ``client``'s key; :class:`RecordError` if unreadable."""
     try:
         fields = json.loads(raw)
-        if fields["v"] != RECORD_VERSION:
-            raise RecordError(f"entry version {fields['v']!r}, not {RECORD_VERSION}")
+        if fields["v"] not in (1, RECORD_VERSION):
+            raise RecordError(f"entry version {fields['v']!r}, not 1..{RECORD_VERSION}")
+        forward = ForwardMode(fields["forward"]) if fields["v"] >= 2 else ForwardMode.NAT
         record = FlowRecord(
             client=parse_hostport(fields["client"]),
             backend_id=int(fields["backend_id"]),
             backend=parse_hostport(fields["backend"]),
             session=(str(fields["server_ufrag"]), str(fields["client_ufrag"])),
             upstream=parse_hostport(fields["upstream"]),
+            forward=forward,
         )
     except RecordError:
         raise

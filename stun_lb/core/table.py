@@ -10,7 +10,11 @@ Two explicit tables with named operations, as pion's UDP mux keeps them:
   this table then names the newest.
 
 A third, smaller index maps RTP SSRCs seen from a flow's client to the flow,
-for rebind ``ssrc``.
+for rebind ``ssrc``.  A fourth maps each flow's **upstream** address -- the
+peer the backend knows the flow by: the relay's upstream socket (``nat``), or
+the client address the PROXY header names (``encap``) -- to the flow; under
+encap a reply is routed by it once the client has moved (rebind
+``verified``/``ssrc``).
 
 Idle expiry reads one clock passed in by the caller.  Rather than a timer per
 flow, the table keeps a heap of ``(deadline, flow id)`` that may run early: a
@@ -26,7 +30,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from stun_lb.core.events import ForwardDown, ForwardUp
+from stun_lb.core.events import Decap, ForwardDown, ForwardUp
 from wire.addr import Address
 
 SessionKey = tuple[str, str]  # (server ufrag, client ufrag)
@@ -63,19 +67,25 @@ class Flow:
     ssrcs: set[int] = field(default_factory=set)
     # transaction id -> the new address the check came from (rebind verified/ssrc)
     pending: dict[bytes, PendingCheck] = field(default_factory=dict)
-    # The relay's end of the upstream socket, once the shell has opened it:
-    # the peer address the backend sees (and what a shared-state entry records).
+    # The peer address the backend sees (and what a shared-state entry records):
+    # nat, the relay's end of the upstream socket once the shell has opened it;
+    # encap, the client address the header names (the client's first address:
+    # a verified move keeps it, so the backend sees no change).
     upstream: Address | None = None
+    # encap: the PROXY v2 header every datagram of this flow goes out behind.
+    encap_header: bytes = b""
     # When this flow's shared-state entry was last queued for writing
     # (--state redis); before any write, earlier than any clock reading.
     state_written_at: float = -math.inf
     # The router's decisions for this flow, made once (see events.py).
     forward_up: ForwardUp = field(init=False)
     forward_down: ForwardDown = field(init=False)
+    decap: Decap = field(init=False)
 
     def __post_init__(self) -> None:
         self.forward_up = ForwardUp(self.id)
         self.forward_down = ForwardDown(self.client)
+        self.decap = Decap(self.client, 0)
 
 
 class FlowTable:
@@ -86,12 +96,14 @@ class FlowTable:
         self._by_client: dict[Address, Flow] = {}
         self._by_session: dict[SessionKey, Flow] = {}
         self._by_ssrc: dict[int, Flow] = {}
+        self._by_upstream: dict[Address, Flow] = {}
         self._deadlines: list[tuple[float, int]] = []
         self._next_id = 1
         # The fast path's one lookup, bound straight to the dict: a wrapper
         # method would cost as much as the lookup itself.
         self.lookup_client: Callable[[Address], Flow | None] = self._by_client.get
         self.get: Callable[[int], Flow | None] = self._flows.get
+        self.lookup_upstream: Callable[[Address], Flow | None] = self._by_upstream.get
 
     def __len__(self) -> int:
         return len(self._flows)
@@ -139,7 +151,17 @@ class FlowTable:
         self._by_client[new] = flow
         flow.client = new
         flow.forward_down = ForwardDown(new)
+        flow.decap = Decap(new, flow.decap.offset)
         return True
+
+    def set_upstream(self, flow: Flow, upstream: Address, header: bytes = b"") -> None:
+        """Record the peer address the backend knows ``flow`` by (and its encap header)."""
+        if flow.upstream is not None and self._by_upstream.get(flow.upstream) is flow:
+            del self._by_upstream[flow.upstream]
+        flow.upstream = upstream
+        self._by_upstream[upstream] = flow
+        flow.encap_header = header
+        flow.decap = Decap(flow.client, len(header))
 
     def learn_ssrc(self, flow: Flow, ssrc: int) -> None:
         """Remember that ``flow``'s client sends ``ssrc``; the first flow to claim one keeps it."""
@@ -158,6 +180,8 @@ class FlowTable:
         for ssrc in flow.ssrcs:
             if self._by_ssrc.get(ssrc) is flow:
                 del self._by_ssrc[ssrc]
+        if flow.upstream is not None and self._by_upstream.get(flow.upstream) is flow:
+            del self._by_upstream[flow.upstream]
 
     def expire(self, now: float) -> list[Flow]:
         """Close and return every flow whose client has been silent for the idle timeout."""

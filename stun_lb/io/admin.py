@@ -70,6 +70,9 @@ def health(relay: UdpRelay) -> dict[str, Any]:
         "state": redact_url(config.state_url) if config.state_url else "memory",
         # False while the shared-state store is unreachable (forwarding goes on).
         "state_up": relay.router.store_health.up,
+        "forward": config.forward.value,
+        # encap: the socket towards the media servers (their --trusted-relay).
+        "internal": format_hostport(relay.internal_address) if relay.router.encap else None,
     }
 
 

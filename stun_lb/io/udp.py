@@ -1,4 +1,9 @@
-"""The asyncio shell around the router: one public UDP socket, one upstream socket per flow.
+"""The asyncio shell around the router: one public UDP socket, and a path per flow to its backend.
+
+``--forward nat`` (the default): one connected upstream socket per flow.
+``--forward encap``: one internal socket for every flow; a client datagram
+leaves it behind its flow's PROXY v2 header, and whatever a backend sends to
+it comes back out of the public socket to the client its header names.
 
 It reads datagrams, hands each to the :class:`~stun_lb.core.router.Router`
 with the loop's clock, sends where the decision says, opens and closes
@@ -31,6 +36,12 @@ nominated; otherwise to a fresh port.  Upstream sockets never set
 SO_REUSEPORT: the recorded address must be taken only when its owner is
 gone (a live owner's socket makes the bind fail), and an ephemeral bind
 with SO_REUSEPORT may be handed a port another such socket of ours holds.
+
+The internal socket (encap) takes SO_REUSEPORT with ``--reuse-port``: relays
+sharing the public port share it too, and since a reply needs no state,
+whichever of them the kernel hands it to can deliver it.  A client datagram
+leaves with ``sendmsg`` of [header, datagram], so the payload is not copied
+to prepend 28 bytes; a reply is passed on as a view past its header.
 """
 
 from __future__ import annotations
@@ -47,6 +58,7 @@ from typing import TYPE_CHECKING
 from stun_lb.core.config import RelayConfig, redact_url
 from stun_lb.core.events import (
     ClientMoved,
+    Decap,
     FlowClosed,
     FlowOpened,
     ForwardDown,
@@ -82,6 +94,10 @@ class UdpRelay:
         # backend host as configured -> (family, address to connect to)
         self._resolved: dict[str, tuple[int, str]] = {}
         self._upstream: dict[int, socket.socket] = {}
+        # encap: the internal socket, and each flow's (header, backend address).
+        self._internal: socket.socket | None = None
+        self._encap_routes: dict[int, tuple[bytes, tuple[str, int]]] = {}
+        self._internal_canonical = False
         self.state: RedisState | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = 0.0
@@ -128,7 +144,20 @@ class UdpRelay:
         self._public = public
         # IPv6 sources come as 4-tuples; IPv4 ones are already canonical (host, port).
         self._canonical_source = family == socket.AF_INET6
-        _raise_open_files_limit(self.config.max_flows)
+        if self.router.encap:
+            try:
+                self._internal = await self._bind_internal(loop)
+            except OSError:
+                public.close()
+                self._public = None
+                raise
+        self.router.on_listening(
+            self.local_address, frozenset(address for _, address in self._resolved.values())
+        )
+        if self._internal is None:
+            _raise_open_files_limit(self.config.max_flows)
+        else:
+            loop.add_reader(self._internal.fileno(), self._on_internal_readable)
         loop.add_reader(public.fileno(), self._on_public_readable)
         self.started_wall = time.time()
         log.info(
@@ -143,8 +172,28 @@ class UdpRelay:
                 "loop": type(loop).__module__.split(".")[0],
                 "reuse_port": self.config.reuse_port,
                 "state": redact_url(self.config.state_url) if self.config.state_url else "memory",
+                "forward": self.config.forward.value,
+                "internal": format_hostport(self.internal_address) if self._internal else None,
             },
         )
+
+    async def _bind_internal(self, loop: asyncio.AbstractEventLoop) -> socket.socket:
+        host, port = self.config.internal_address
+        family, address = await _resolve(loop, host)
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                self._internal_canonical = True
+            _set_buffers(sock, self.config.socket_buffer_bytes)
+            if self.config.reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.setblocking(False)
+            sock.bind((address, port))
+        except OSError:
+            sock.close()
+            raise
+        return sock
 
     def close(self) -> None:
         """Close every socket; call :meth:`wait_closed` after, to finish the state tasks."""
@@ -155,6 +204,12 @@ class UdpRelay:
             self._timer = None
         for flow_id in list(self._upstream):
             self._close_upstream(flow_id)
+        self._encap_routes.clear()
+        if self._internal is not None:
+            assert self._loop is not None
+            self._loop.remove_reader(self._internal.fileno())
+            self._internal.close()
+            self._internal = None
         if self._public is not None:
             assert self._loop is not None
             self._loop.remove_reader(self._public.fileno())
@@ -172,8 +227,15 @@ class UdpRelay:
         assert self._public is not None, "start() first"
         return canonical(self._public.getsockname())
 
+    @property
+    def internal_address(self) -> Address:
+        """encap: where the internal socket is bound (the media servers' --trusted-relay)."""
+        assert self._internal is not None, "start() with --forward encap first"
+        return canonical(self._internal.getsockname())
+
     def upstream_address(self, flow_id: int) -> Address | None:
-        """The relay's end of a flow's upstream socket: the peer the backend sees."""
+        """The peer the backend sees for a flow: the relay's upstream socket (nat) or the
+        client address the header names (encap)."""
         flow = self.router.table.get(flow_id)
         return flow.upstream if flow is not None else None
 
@@ -190,6 +252,7 @@ class UdpRelay:
         buffer, view = self._buffer, self._view
         router = self.router
         upstream = self._upstream
+        internal, encap_routes = self._internal, self._encap_routes
         canonical_source = self._canonical_source
         now = self._loop.time()
         for _ in range(_BATCH):
@@ -207,6 +270,15 @@ class UdpRelay:
             if router.events:
                 self._apply_events()
             if type(decision) is ForwardUp:
+                if internal is not None:
+                    route = encap_routes.get(decision.flow_id)
+                    if route is None:
+                        continue
+                    try:
+                        internal.sendmsg((route[0], data), (), 0, route[1])
+                    except OSError:
+                        router.counters.drop("send_failed")
+                    continue
                 sock = upstream.get(decision.flow_id)
                 if sock is None:  # its socket failed to open just now; counted there
                     continue
@@ -214,6 +286,34 @@ class UdpRelay:
                     sock.send(data)
                 except OSError:
                     # Buffer full, or the backend's port unreachable (ICMP).
+                    router.counters.drop("send_failed")
+
+    def _on_internal_readable(self) -> None:
+        """encap: the backends' replies; each goes where its header says, from the public port."""
+        assert self._internal is not None and self._public is not None and self._loop is not None
+        recvfrom_into = self._internal.recvfrom_into
+        sendto = self._public.sendto
+        buffer, view = self._buffer, self._view
+        router = self.router
+        canonical_source = self._internal_canonical
+        now = self._loop.time()
+        for _ in range(_BATCH):
+            try:
+                size, source = recvfrom_into(buffer)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.debug("internal socket read failed", extra={"error": str(exc)})
+                return
+            if canonical_source:
+                source = canonical(source)
+            decision = router.on_backend_encapsulated(view[:size], source, now)
+            if router.events:
+                self._apply_events()
+            if type(decision) is Decap:
+                try:
+                    sendto(view[decision.offset : size], decision.client)
+                except OSError:
                     router.counters.drop("send_failed")
 
     def _on_upstream_readable(self, flow_id: int, sock: socket.socket) -> None:
@@ -251,9 +351,13 @@ class UdpRelay:
         while router.events:
             for event in router.pop_events():
                 if isinstance(event, FlowOpened):
-                    self._open_upstream(event)
+                    if self._internal is not None:
+                        self._open_encap_route(event)
+                    else:
+                        self._open_upstream(event)
                 elif isinstance(event, FlowClosed):
                     self._close_upstream(event.flow_id)
+                    self._encap_routes.pop(event.flow_id, None)
                     log.info(
                         "flow closed",
                         extra={
@@ -295,14 +399,19 @@ class UdpRelay:
         if router.events:
             self._apply_events()
         for data, decision in replay:
-            if type(decision) is ForwardUp:
-                sock = self._upstream.get(decision.flow_id)
-                if sock is None:
+            if type(decision) is not ForwardUp:
+                continue
+            try:
+                if self._internal is not None:
+                    route = self._encap_routes.get(decision.flow_id)
+                    if route is not None:
+                        self._internal.sendmsg((route[0], data), (), 0, route[1])
                     continue
-                try:
+                sock = self._upstream.get(decision.flow_id)
+                if sock is not None:
                     sock.send(data)
-                except OSError:
-                    router.counters.drop("send_failed")
+            except OSError:
+                router.counters.drop("send_failed")
 
     def _open_upstream(self, event: FlowOpened) -> None:
         assert self._loop is not None
@@ -348,6 +457,25 @@ class UdpRelay:
         if takeover is not None:
             self.router.counters.takeovers[takeover] += 1
             extra["takeover"] = takeover  # same: the recorded upstream address; new: not free
+        log.info("flow opened", extra=extra)
+
+    def _open_encap_route(self, event: FlowOpened) -> None:
+        """encap: the flow's path is its header and its backend's address; no socket."""
+        flow = self.router.table.get(event.flow_id)
+        if flow is None:
+            return
+        host, port = event.backend
+        _, address = self._resolved[host]
+        self._encap_routes[event.flow_id] = (flow.encap_header, (address, port))
+        extra = {
+            "flow": event.flow_id,
+            "client": format_hostport(event.client),
+            "backend_id": event.backend_id,
+            "backend": format_hostport(event.backend),
+            "upstream": format_hostport(flow.upstream) if flow.upstream else None,
+        }
+        if event.upstream is not None:
+            extra["takeover"] = "same"  # the recorded address is named again: always possible
         log.info("flow opened", extra=extra)
 
     def _close_upstream(self, flow_id: int) -> None:

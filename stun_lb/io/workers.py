@@ -52,7 +52,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from stun_lb.core.config import RelayConfig, redact_url
+from stun_lb.core.config import ForwardMode, RelayConfig, redact_url
 from stun_lb.io.worker import worker_main
 from wire.addr import format_hostport
 from wire.service import create_base_app
@@ -280,6 +280,13 @@ class Workers:
             "backends": {str(k): v for k, v in sorted(config.backends.items())},
             "reuse_port": True,
             "state": redact_url(config.state_url) if config.state_url else "memory",
+            "forward": config.forward.value,
+            # Each worker binds it; with port 0 each has its own (see its /healthz).
+            "internal": (
+                format_hostport(config.internal_address)
+                if config.forward is ForwardMode.ENCAP
+                else None
+            ),
         }
 
 

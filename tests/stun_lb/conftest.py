@@ -35,7 +35,7 @@ def pytest_asyncio_loop_factories(
 ) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
     # The shell reads sockets through loop.add_reader, which each loop
     # implements its own way: the socket tests run on both.
-    if item.path.name == "test_udp_relay.py":
+    if item.path.name in ("test_udp_relay.py", "test_udp_relay_encap.py"):
         return _loop_factories()
     return {"asyncio": asyncio.new_event_loop}
 

@@ -8,6 +8,7 @@ import pytest
 
 from stun_lb.core.config import (
     ConfigError,
+    ForwardMode,
     LoopKind,
     RebindPolicy,
     RelayConfig,
@@ -163,3 +164,18 @@ def test_passwords_never_reach_logs_or_healthz() -> None:
 
 def test_the_refresh_interval_is_a_third_of_the_idle_timeout() -> None:
     assert build_config([{"idle-timeout": 30}]).state_refresh_interval_s == 10.0
+
+
+def test_forwarding_mode_and_the_internal_address() -> None:
+    assert RelayConfig().forward is ForwardMode.NAT  # today's behaviour by default
+    config = build_config([{"forward": "encap", "internal": "10.0.0.1:3479"}])
+    assert config.forward is ForwardMode.ENCAP and config.internal_address == ("10.0.0.1", 3479)
+    # Without --internal: the listen host, an ephemeral port.
+    assert build_config([{"forward": "encap", "listen": "10.0.0.5:3478"}]).internal_address == (
+        "10.0.0.5",
+        0,
+    )
+    with pytest.raises(ConfigError, match="forward = encap"):
+        build_config([{"internal": "10.0.0.1:3479"}])
+    with pytest.raises(ConfigError, match=r"nat\|encap"):
+        build_config([{"forward": "tunnel"}])

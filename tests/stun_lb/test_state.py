@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from stun_lb.core.config import ForwardMode
 from stun_lb.core.state import (
     Admission,
     Delete,
@@ -46,13 +47,24 @@ def test_an_entry_round_trips_and_is_keyed_by_the_client_address() -> None:
         b"not json",
         b"[]",
         b'{"v": 1}',
-        encode_record(RECORD).replace(b'"v":1', b'"v":2'),
+        encode_record(RECORD).replace(b'"v":2', b'"v":3'),
+        encode_record(RECORD).replace(b'"forward":"nat"', b'"forward":"tunnel"'),
+        encode_record(RECORD).replace(b',"forward":"nat"', b""),  # version 2 needs it
         encode_record(RECORD).replace(b'"upstream":"10.0.0.100:61000"', b'"upstream":"x"'),
     ],
 )
 def test_an_unreadable_entry_raises_one_error_type(raw: bytes) -> None:
     with pytest.raises(RecordError):
         decode_record(ALICE, raw)
+
+
+def test_an_encap_entry_round_trips_and_a_version_1_entry_reads_as_nat() -> None:
+    encap = FlowRecord(ALICE, 1, BACKEND, ("srv", "cli"), ALICE, ForwardMode.ENCAP)
+    assert decode_record(ALICE, encode_record(encap)) == encap
+    assert b'"forward":"encap"' in encode_record(encap)
+    # What a relay from before --forward wrote: no "forward", version 1.
+    old = encode_record(RECORD).replace(b'"v":2', b'"v":1').replace(b',"forward":"nat"', b"")
+    assert decode_record(ALICE, old) == RECORD and RECORD.forward is ForwardMode.NAT
 
 
 def test_an_entry_stored_under_another_address_is_refused() -> None:
