@@ -18,6 +18,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY wire ./wire
+COPY agent ./agent
 COPY stun_lb ./stun_lb
 COPY webrtc_server ./webrtc_server
 COPY signaling ./signaling

@@ -58,13 +58,31 @@ def main() -> None:
     default="relay",
     show_default=True,
     help="relay: callers reach media servers only through the one-port relay. "
-    "direct: each session exposes its own UDP port (no relay process).",
+    "direct: callers reach each media server's socket (no relay process).",
+)
+@click.option(
+    "--forward",
+    type=click.Choice(["nat", "encap"]),
+    default="nat",
+    show_default=True,
+    help="How the relay passes datagrams to media servers: nat (a connected socket per "
+    "flow: the media server sees the relay) or encap (one internal socket, a PROXY v2 "
+    "header naming the client: the media server sees the caller). See `rtclab lb --help`.",
+)
+@click.option(
+    "--media-socket",
+    type=click.Choice(["shared", "per-session"]),
+    default="shared",
+    show_default=True,
+    help="shared: ONE UDP socket per media server for all its sessions (the published "
+    "design); per-session: a UDP port per session.",
 )
 @click.option(
     "--free-ports",
     is_flag=True,
     help="Pick free ports instead of the well-known 8080 (signaling), 3478 (relay), "
-    "9478 (relay admin), 8101.. (media).",
+    "9478 (relay admin), 3479 (the relay's internal socket under --forward encap), "
+    "8101.. (media servers' HTTP).",
 )
 @click.option(
     "--log-dir",
@@ -91,6 +109,8 @@ def up(
     media_servers: int,
     rebind: str,
     topology: str,
+    forward: str,
+    media_socket: str,
     free_ports: bool,
     log_dir: str | None,
     media_args: tuple[str, ...],
@@ -102,7 +122,8 @@ def up(
 
     Prints ONE JSON line with the endpoints once every part is healthy (signaling
     URL, offer URL, relay address, relay admin URL, media servers, log directory),
-    then stops every child on the way out.
+    then stops every child on the way out.  By default it is the published shape:
+    one public relay port, one UDP socket per media server.
     """
     from pathlib import Path
 
@@ -113,6 +134,8 @@ def up(
         "media_servers": media_servers,
         "rebind": rebind,
         "topology": topology,
+        "forward": forward,
+        "media_socket": media_socket,
         "log_dir": Path(log_dir) if log_dir else None,
         "log_level": log_level,
         "media_args": media_args,

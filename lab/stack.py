@@ -58,11 +58,19 @@ class StackConfig:
     media_servers: int = DEFAULT_MEDIA_SERVERS
     rebind: str = "off"  # relay policy: off | verified | ssrc
     topology: str = "relay"  # relay | direct
+    # How the relay passes datagrams to media servers: nat (a socket per flow) or
+    # encap (one internal socket, a PROXY v2 header naming the client).
+    forward: str = "nat"
+    # One UDP socket per media server (published) or one per session.
+    media_socket: str = "shared"
     host: str = LOOPBACK
     # None picks a free port, so scenarios and tests can run side by side.
     signaling_port: int | None = None
     relay_port: int | None = None
     relay_admin_port: int | None = None
+    # encap: the relay's internal socket, fixed so a restarted relay is where the
+    # media servers already send (None picks a free one).
+    relay_internal_port: int | None = None
     media_ports: tuple[int, ...] = ()
     secret: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     relay_args: tuple[str, ...] = ()
@@ -89,6 +97,7 @@ class StackConfig:
             "signaling_port": 8080,
             "relay_port": 3478,
             "relay_admin_port": 9478,
+            "relay_internal_port": 3479,  # under forward=encap only
             "media_ports": tuple(8101 + i for i in range(count)),
         }
         defaults.update(overrides)
@@ -185,6 +194,19 @@ class Stack:
         ]
         if config.state not in ("memory", "redis"):
             raise StackError(f"state must be memory or redis, not {config.state!r}")
+        if config.forward not in ("nat", "encap"):
+            raise StackError(f"forward must be nat or encap, not {config.forward!r}")
+        if config.media_socket not in ("shared", "per-session"):
+            raise StackError(
+                f"media_socket must be shared or per-session, not {config.media_socket!r}"
+            )
+        if config.forward == "encap" and config.topology != "relay":
+            raise StackError("forward=encap is how the relay forwards: topology must be relay")
+        self.relay_internal_port = (
+            config.relay_internal_port or free_port(socket.SOCK_DGRAM, host)
+            if config.forward == "encap"
+            else None
+        )
         self.redis_port = free_port() if config.state == "redis" else None
         media_ports = list(config.media_ports)
         while len(media_ports) < config.media_servers:
@@ -206,6 +228,13 @@ class Stack:
     @property
     def relay_address(self) -> tuple[str, int]:
         return self.config.host, self.relay_port
+
+    @property
+    def relay_internal_address(self) -> tuple[str, int] | None:
+        """encap: where the relay's internal socket is (what media servers trust)."""
+        if self.relay_internal_port is None:
+            return None
+        return self.config.host, self.relay_internal_port
 
     @property
     def relay_admin_url(self) -> str:
@@ -277,6 +306,13 @@ class Stack:
             "netem_control": self.netem_control_url,
             "topology": self.config.topology,
             "rebind": self.config.rebind if self.has_relay else None,
+            "forward": self.config.forward if self.has_relay else None,
+            "relay_internal": (
+                f"{self.config.host}:{self.relay_internal_port}"
+                if self.relay_internal_port
+                else None
+            ),
+            "media_socket": self.config.media_socket,
             "logs": str(self.log_dir),
         }
 
@@ -324,6 +360,10 @@ class Stack:
             shared = ["--reuse-port"] if cfg.relays > 1 else []
             if self.redis_url:
                 shared += ["--state", self.redis_url]
+            shared += ["--forward", cfg.forward]
+            if self.relay_internal_port is not None:
+                # Every instance binds it (--reuse-port with several): replies need no state.
+                shared += ["--internal", f"{host}:{self.relay_internal_port}"]
             for name, admin_url in self.relay_admin_urls().items():
                 admin = admin_url.removeprefix("http://")
                 self._add(
@@ -366,6 +406,9 @@ class Stack:
                 f"{self.netem_control_url}/healthz",
             )
         public_host, public_port = self.public_address
+        forwarding = ["--media-socket", cfg.media_socket, "--forward", cfg.forward]
+        if self.relay_internal_port is not None:
+            forwarding += ["--trusted-relay", f"{host}:{self.relay_internal_port}"]
         for index, port in enumerate(self.media_ports):
             topology = (
                 ["--topology", "relay", "--relay", f"{public_host}:{public_port}"]
@@ -383,6 +426,7 @@ class Stack:
                     "--bind-host",
                     host,
                     *topology,
+                    *forwarding,
                     *cfg.media_args,
                 ),
                 f"http://{host}:{port}/healthz",

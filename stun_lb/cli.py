@@ -216,7 +216,8 @@ finds their flows in Redis at their first packet:
     metavar="HOST:PORT",
     default=None,
     help="With --forward encap: the address of the socket towards the media servers, which "
-    "they must trust (--trusted-relay).  [default: the --listen host, an ephemeral port]  "
+    "they must trust (--trusted-relay); unused under nat.  [default: the --listen host, an "
+    "ephemeral port]  "
     "Give a fixed port so a restarted relay, or relays sharing it with --reuse-port, are "
     "where the media servers already send their replies.",
 )

@@ -95,7 +95,8 @@ def _trusted_relay(text: str) -> str | Address:
     default=_DEFAULTS.media_port,
     show_default=True,
     help="The shared socket's UDP port (0: the kernel picks one; tokens carry it, so the "
-    "relay needs no setting). The relay must reach BIND-HOST on this port.",
+    "relay needs no setting). The relay must reach BIND-HOST on this port. Unused with "
+    "--media-socket per-session.",
 )
 @click.option(
     "--forward",
@@ -117,7 +118,7 @@ def _trusted_relay(text: str) -> str | Address:
     "address, and optionally the port its --internal socket sends from). Repeat for each "
     "relay. Datagrams from anywhere else are dropped (untrusted_relay), as are datagrams "
     "without a valid header: a header believed from anyone would let them speak as any "
-    "client.",
+    "client. Unused under --forward nat.",
 )
 @click.option(
     "--topology",
@@ -179,10 +180,6 @@ def command(
             raise click.UsageError("--forward encap needs --trusted-relay (the relay's address)")
         if topology != Topology.RELAY.value:
             raise click.UsageError("--forward encap needs a relay in front: --topology relay")
-    elif trusted:
-        raise click.UsageError("--trusted-relay applies to --forward encap only")
-    if media_port and media_socket != MediaSocketMode.SHARED.value:
-        raise click.UsageError("--media-port is the shared socket's: use --media-socket shared")
     configure_logging(log_level, log_format)
     aioice_patch.install()
     aioice_patch.check_internals()

@@ -57,6 +57,9 @@ SERVER_VIEW_KEYS = (
     "close_reason",
     "closed",
     "uplink_timeline",
+    "media_socket",
+    "forward",
+    "remotes",
 )
 
 

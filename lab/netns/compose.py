@@ -78,6 +78,8 @@ class ComposeServices:
     interface: str  # the caller's interface towards the services
     prefix_len: int  # of the compose network, for addresses an ``address`` rebind adds
     moved_addresses: tuple[str, ...]
+    forward: str = "nat"  # the relay's (and media servers') --forward
+    media_socket: str = "shared"  # the media servers' --media-socket
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> ComposeServices:
@@ -97,6 +99,8 @@ class ComposeServices:
                 interface=env.get("RTCLAB_CALLER_INTERFACE", "eth0"),
                 prefix_len=int(env.get("RTCLAB_CALLER_PREFIX_LEN", "24")),
                 moved_addresses=_address_pool(env.get("RTCLAB_CALLER_MOVE_TO", "")),
+                forward=env.get("RTCLAB_FORWARD", "nat"),
+                media_socket=env.get("RTCLAB_MEDIA_SOCKET", "shared"),
             )
         except (KeyError, ValueError) as exc:
             raise RuntimeError(
@@ -203,6 +207,17 @@ class ComposeLab:
                 f"needs the relay with --rebind {wanted.get('rebind', 'off')}; it runs "
                 f"{have.rebind} (RTCLAB_REBIND={wanted.get('rebind', 'off')} docker compose up -d)"
             )
+        forward = wanted.get("forward", "nat")
+        if forward != have.forward:
+            return (
+                f"needs the relay with --forward {forward}; it runs {have.forward} "
+                f"(RTCLAB_FORWARD={forward} docker compose up -d)"
+            )
+        if wanted.get("media_socket", "shared") != have.media_socket:
+            return (
+                f"needs media servers with --media-socket {wanted.get('media_socket', 'shared')};"
+                f" they run {have.media_socket}"
+            )
         if wanted.get("topology", "relay") != "relay":
             return "needs the direct topology; the compose lab has a relay"
         if int(wanted.get("relays", 1)) != 1:
@@ -226,6 +241,8 @@ class ComposeLab:
         return StackConfig(
             media_servers=len(have.media_urls),
             rebind=have.rebind,
+            forward=have.forward,
+            media_socket=have.media_socket,
             host=have.relay[0],
             relay_port=have.relay[1],
             relay_admin_port=_port(have.relay_admin_url),

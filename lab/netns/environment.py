@@ -187,13 +187,14 @@ class NetnsLab:
     def stack_config(self, netem: bool, overrides: Mapping[str, Any], **extra: Any) -> StackConfig:
         fields = dict(overrides)
         media = int(fields.get("media_servers", DEFAULT_MEDIA_SERVERS))
-        relay, admin, signaling, *media_ports = self._ports.take(3 + media)
+        relay, admin, signaling, internal, *media_ports = self._ports.take(4 + media)
         server = self.plan.namespace("server")
         fields.update(
             host=self.plan.server_address,
             launcher=("ip", "netns", "exec", server),
             relay_port=relay,
             relay_admin_port=admin,
+            relay_internal_port=internal,  # used under forward=encap only
             signaling_port=signaling,
             media_ports=tuple(media_ports),
             netem=False,  # the path is the router's, not a process next to the stack

@@ -121,7 +121,8 @@ class RelayConfig:
     state_url: str | None = None
     # Today's connected socket per flow; the published design does not say.
     forward: ForwardMode = ForwardMode.NAT
-    # encap: the socket towards the media servers (their --trusted-relay).  None:
+    # encap: the socket towards the media servers (their --trusted-relay); unused
+    # under nat, so one configuration can serve both modes.  None:
     # the listen host on an ephemeral port -- fine for one relay that never
     # restarts; give a fixed port so a restarted relay (or several sharing it
     # with --reuse-port) is where the media servers already send.
@@ -350,8 +351,6 @@ def build_config(
                 known = ", ".join(OPTION_KEYS)
                 raise ConfigError(f"unknown option {raw_key!r} (known: {known})")
     config = replace(config, backends=backends, **changes)
-    if config.internal is not None and config.forward is not ForwardMode.ENCAP:
-        raise ConfigError("internal is the encap socket's address: it needs forward = encap")
     if config.workers > 1:
         if changes.get("reuse_port") is False:
             raise ConfigError("workers > 1 share the port: reuse-port cannot be off")

@@ -43,13 +43,16 @@ async def get(url: str) -> Any:
         return await response.json()
 
 
+@pytest.mark.parametrize("media_socket", ["shared", "per-session"])
+@pytest.mark.parametrize("forward", ["nat", "encap"])
 async def test_concurrent_calls_flow_through_the_relay_and_spread_over_backends(
-    stack_factory: StackFactory,
+    stack_factory: StackFactory, forward: str, media_socket: str
 ) -> None:
-    async with stack_factory(media_servers=2) as stack:
+    async with stack_factory(media_servers=2, forward=forward, media_socket=media_socket) as stack:
         offer_url = f"{stack.signaling_url}/v1/calls"
         flows_during: list[Any] = []
         sessions_during: list[Any] = []
+        health = [await get(f"{stack.media_url(index)}/healthz") for index in range(2)]
 
         async def snapshot_when_all_connected() -> None:
             # Look while the calls are live: relay flows and each media server's sessions.
@@ -64,20 +67,39 @@ async def test_concurrent_calls_flow_through_the_relay_and_spread_over_backends(
     for result in results:
         assert_good_call(result)
     assert {result["backend"] for result in results} == {1, 2}, "calls were not spread"
+    assert len(sessions_during) == 4 and len(flows_during) == 4
 
-    # Every session's peer, as the media server sees it, is one of the relay's
-    # upstream sockets: nothing bypassed the relay.
+    # Every session's peers, as the media server sees them, are what the relay's
+    # flows say it is shown: the relay's upstream sockets (nat), or the callers' own
+    # addresses (encap).  Nothing bypassed the relay.
     upstreams = {flow["upstream"] for flow in flows_during}
-    remotes = {session["remote"] for session in sessions_during}
-    assert len(sessions_during) == 4 and None not in remotes
-    assert remotes <= upstreams, (remotes, upstreams)
+    callers = {result["local_address"] for result in results}
+    remotes = {peer["remote"] for session in sessions_during for peer in session["remotes"]}
+    assert {session["remote"] for session in sessions_during} == remotes
+    assert len(remotes) == 4 and remotes == upstreams, (remotes, upstreams)
+    if forward == "encap":
+        assert remotes == callers
+        internal = f"{stack.config.host}:{stack.relay_internal_port}"
+        vias = {peer["via"] for session in sessions_during for peer in session["remotes"]}
+        assert vias == {internal}
+    else:
+        assert not remotes & callers
+        assert {flow["client"] for flow in flows_during} == callers
+    # One socket per media server, or one per session; each token names that port.
+    ports = {session["local_port"] for session in sessions_during}
+    if media_socket == "shared":
+        assert ports == {int(h["media_address"].rsplit(":", 1)[1]) for h in health}
+    else:
+        assert len(ports) == 4 and all(h["media_address"] is None for h in health)
+    for session in sessions_during:
+        assert (session["forward"], session["media_socket"]) == (forward, media_socket)
+        token = route_token.decode(stack.config.secret.encode(), session["server_ufrag"])
+        assert token.port == session["local_port"]
     # And every flow was routed by a token that names the backend that owns it.
     for flow in flows_during:
         token = route_token.decode(stack.config.secret.encode(), flow["server_ufrag"])
         assert token.backend_id == flow["backend_id"]
         assert flow["packets_up"] > 0 and flow["packets_down"] > 0
-    clients = {flow["client"] for flow in flows_during}
-    assert {result["local_address"] for result in results} <= clients
 
 
 async def post(url: str, body: bytes, content_type: str) -> tuple[int, dict[str, str], Any]:
@@ -167,8 +189,9 @@ async def test_direct_topology_exposes_each_session_port(stack_factory: StackFac
         assert "relay" not in stack.children and stack.relay_admin_urls() == {}
         result = await run_call(f"{stack.signaling_url}/v1/calls", seconds=CALL_SECONDS)
     assert_good_call(result)
-    # The caller talked straight to the session's own port, not to a shared one.
+    # The caller talked straight to the media server's socket (the shared one).
     assert result["remote_address"].split(":")[1] == str(result["server_view"]["local_port"])
+    assert result["server_view"]["media_socket"] == "shared"
 
 
 def test_stack_config_refuses_an_emulator_without_a_relay() -> None:
@@ -176,3 +199,7 @@ def test_stack_config_refuses_an_emulator_without_a_relay() -> None:
 
     with pytest.raises(StackError):
         Stack(StackConfig(topology="direct", netem=True))
+    with pytest.raises(StackError, match="encap"):
+        Stack(StackConfig(topology="direct", forward="encap"))
+    with pytest.raises(StackError, match="forward"):
+        Stack(StackConfig(forward="tunnel"))

@@ -85,6 +85,9 @@ def test_a_call_result_from_observations() -> None:
         "close_reason": None,
         "closed": None,
         "uplink_timeline": None,
+        "media_socket": None,
+        "forward": None,
+        "remotes": None,
     }
     assert len(result["arrivals_ms"]) == 200
     json.dumps(result)

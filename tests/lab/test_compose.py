@@ -210,6 +210,10 @@ def test_addresses_agree(compose: dict[str, Any]) -> None:
         assert backends[_flag(media, "backend-id")] == _flag(media, "bind-host")
         assert ipaddress.ip_address(_flag(media, "bind-host")) == static[f"media-{index}"]
         assert _flag(media, "relay") == f"{static['relay']}:{relay_port}"
+        # encap: the media servers trust exactly the relay's internal socket, on the
+        # relay's own address; both sides follow the one RTCLAB_FORWARD setting.
+        assert _flag(media, "trusted-relay") == _flag(relay, "internal")
+        assert _flag(media, "forward") == _flag(relay, "forward")
     env = services["caller"]["environment"]
     assert env["RTCLAB_RELAY"] == f"{static['relay']}:{relay_port}"
     signaling = _argv(services["signaling"])
@@ -225,6 +229,9 @@ def test_addresses_agree(compose: dict[str, Any]) -> None:
         _flag(relay, "admin").rsplit(":", 1)[1]
     )
     assert env["RTCLAB_REBIND"] == _flag(relay, "rebind")
+    assert env["RTCLAB_FORWARD"] == _flag(relay, "forward")
+    assert env["RTCLAB_MEDIA_SOCKET"] == _flag(_argv(services["media-1"]), "media-socket")
+    assert _flag(relay, "internal").rsplit(":", 1)[0] == str(static["relay"])
     first, last = (ipaddress.ip_address(a) for a in env["RTCLAB_CALLER_MOVE_TO"].split("-"))
     for ip in (first, last):
         assert ip in subnet and ip not in dynamic and ip not in static.values()
