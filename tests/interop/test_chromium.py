@@ -45,8 +45,9 @@ async def get_json(url: str) -> tuple[int, Any]:
         return response.status, await response.json()
 
 
-async def test_a_browser_calls_the_agent_through_the_relay(tmp_path: Path) -> None:
-    config = StackConfig(media_servers=1, log_dir=tmp_path / "logs")
+@pytest.mark.parametrize("forward", ["nat", "encap"])
+async def test_a_browser_calls_the_agent_through_the_relay(tmp_path: Path, forward: str) -> None:
+    config = StackConfig(media_servers=1, forward=forward, log_dir=tmp_path / "logs")
     async with Stack(config) as stack:
         call = ChromiumCall(
             f"{stack.signaling_url}/v1/calls", ChromiumOptions(seconds=CALL_SECONDS)
@@ -75,8 +76,15 @@ async def test_a_browser_calls_the_agent_through_the_relay(tmp_path: Path) -> No
     assert flow["server_ufrag"] == result["server_view"]["server_ufrag"]
     assert flow["client"] == result["local_address"]
     assert flow["packets_up"] > 0 and flow["packets_down"] > 0
-    # The media server sees the relay's upstream socket, and reflects it back to the browser.
-    assert result["server_view"]["remote"] == flow["upstream"] == result["mapped_address"]
+    if forward == "nat":
+        # The media server sees the relay's upstream socket, and reflects it back to the
+        # browser, which takes it for a peer-reflexive address of its own.
+        assert result["server_view"]["remote"] == flow["upstream"] == result["mapped_address"]
+        assert flow["upstream"] != flow["client"]
+    else:
+        # It sees the browser's own address, so what it reflects is no new address.
+        assert result["server_view"]["remote"] == flow["upstream"] == result["local_address"]
+        assert result["mapped_address"] is None
     # The page's Hang up deleted the call.
     assert hung_up == 404
 

@@ -28,11 +28,13 @@ def whip_ffmpeg() -> None:
 
 
 @pytest.mark.e2e
+@pytest.mark.parametrize("forward", ["nat", "encap"])
 async def test_ffmpeg_publishes_over_whip_through_the_relay(
-    whip_ffmpeg: None, tmp_path: Path
+    whip_ffmpeg: None, forward: str, tmp_path: Path
 ) -> None:
     driver = ffmpeg_whip.DRIVER
-    async with Stack(StackConfig(media_servers=1, log_dir=tmp_path / "logs")) as stack:
+    config = StackConfig(media_servers=1, forward=forward, log_dir=tmp_path / "logs")
+    async with Stack(config) as stack:
         call = asyncio.create_task(
             driver.call(f"{stack.signaling_url}/v1/calls", seconds=CALL_SECONDS)
         )
@@ -51,9 +53,11 @@ async def test_ffmpeg_publishes_over_whip_through_the_relay(
     # publisher never hears).
     assert result["agent"]["phase"] in ("thinking", "speaking") or result["agent"]["turns"]
 
-    # One flow, and the media server's peer is that flow's upstream socket.
+    # One flow, and the media server's peer is that flow's upstream: the relay's socket
+    # (nat) or FFmpeg's own address (encap).
     assert len(flows) == 1, flows
     assert session["remote"] == flows[0]["upstream"], (session, flows)
+    assert (session["remote"] == flows[0]["client"]) == (forward == "encap"), (session, flows)
     assert result["remote_address"] == f"{stack.relay_address[0]}:{stack.relay_address[1]}"
     # FFmpeg stopped cleanly and DELETEd its resource.
     assert [s["close_reason"] for s in closed] == ["deleted"], closed

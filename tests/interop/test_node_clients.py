@@ -42,14 +42,16 @@ def node_installed() -> None:
 
 
 @pytest.mark.e2e
+@pytest.mark.parametrize("forward", ["nat", "encap"])
 @pytest.mark.parametrize(
     "client", [node.WRTC, node.WERIFT, node.NODE_DATACHANNEL], ids=lambda driver: driver.name
 )
 async def test_node_stack_talks_with_the_agent_through_the_relay(
-    client: node.NodeDriver, node_installed: None, tmp_path: Path
+    client: node.NodeDriver, forward: str, node_installed: None, tmp_path: Path
 ) -> None:
     assert client.unavailable() is None
-    async with Stack(StackConfig(media_servers=1, log_dir=tmp_path / "logs")) as stack:
+    config = StackConfig(media_servers=1, forward=forward, log_dir=tmp_path / "logs")
+    async with Stack(config) as stack:
         call = asyncio.create_task(
             client.call(f"{stack.signaling_url}/v1/calls", seconds=CALL_SECONDS)
         )
@@ -71,10 +73,11 @@ async def test_node_stack_talks_with_the_agent_through_the_relay(
     assert "session.created" in kinds and "input_audio_buffer.speech_stopped" in kinds, kinds
     assert "response.created" in kinds, kinds
 
-    # One flow, and the media server's peer is that flow's upstream socket: nothing
-    # bypassed the relay.
+    # One flow, and the media server's peer is that flow's upstream: the relay's socket
+    # (nat) or the caller's own address (encap).  Nothing bypassed the relay.
     assert len(flows) == 1, flows
     assert session["remote"] == flows[0]["upstream"], (session, flows)
+    assert (session["remote"] == flows[0]["client"]) == (forward == "encap"), (session, flows)
     assert result["remote_address"] == f"{stack.relay_address[0]}:{stack.relay_address[1]}"
     if result["local_address"] is not None:  # only when the stack reports its own socket
         assert result["local_address"] == flows[0]["client"]
