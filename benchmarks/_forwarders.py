@@ -120,11 +120,19 @@ def direct(ctx: Context, _spec: PathSpec) -> Iterator[Running]:
     yield Running("direct", ("127.0.0.1", ctx.sink_port), facts={"forwarder": "none"})
 
 
-def stun_lb(loop: str) -> Starter:
+def stun_lb(loop: str, forward: str = "nat") -> Starter:
+    """The relay on ``loop``; ``forward`` encap sends every datagram behind a PROXY v2 header
+    from one internal socket (the sink counts past the header and echoes it back)."""
+
     @contextlib.contextmanager
     def start(ctx: Context, spec: PathSpec) -> Iterator[Running]:
         port = free_port(socket.SOCK_DGRAM)
         admin = free_port(socket.SOCK_STREAM)
+        encap = (
+            ["--forward", "encap", "--internal", f"127.0.0.1:{free_port(socket.SOCK_DGRAM)}"]
+            if forward == "encap"
+            else []
+        )
         log_path = ctx.workdir / f"stun_lb-{spec.key}.log"
         argv = [
             sys.executable,
@@ -147,6 +155,7 @@ def stun_lb(loop: str) -> Starter:
             str(max(1000, 2 * ctx.flows)),
             "--log-level",
             "info",
+            *encap,
         ]
         env = dict(os.environ, RTCLAB_SECRET=ctx.secret)
         with log_path.open("wb") as log:
@@ -161,8 +170,9 @@ def stun_lb(loop: str) -> Starter:
             if any(running != loop for running in loops):
                 raise RuntimeError(f"asked stun_lb for {loop}, it runs {loops}")
             processes = _relay_processes(proc.pid, base, spec, ctx)
+            name = f"stun_lb ({loop})" if forward == "nat" else f"stun_lb ({loop}, {forward})"
             yield Running(
-                spec.label(f"stun_lb ({loop})"),
+                spec.label(name),
                 ("127.0.0.1", port),
                 processes=processes,
                 facts=facts,
@@ -375,6 +385,7 @@ PATHS: dict[str, Starter] = {
     "direct": direct,
     "asyncio": stun_lb("asyncio"),
     "uvloop": stun_lb("uvloop"),
+    "uvloop-encap": stun_lb("uvloop", forward="encap"),
     "nginx": nginx,
     "nftables": nftables,
 }

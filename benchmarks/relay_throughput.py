@@ -55,7 +55,7 @@ from _udpblast import compile_blaster
 from _workers import DEFAULT_PLACEMENTS, PLACEMENTS, WORKER_AXIS, expand
 
 _NETNS_MARK = "RTCLAB_BENCH_IN_NETNS"
-PATH_ORDER = ("direct", "asyncio", "uvloop", "nginx", "nftables")
+PATH_ORDER = ("direct", "asyncio", "uvloop", "uvloop-encap", "nginx", "nftables")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -82,6 +82,8 @@
 static int n_flows;
 static int *flow_fd;
 static int sink_fd;
+static const unsigned char PROXY_V2_SIGNATURE[12] = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D,
+                                                     0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A};
 static int epoll_fd;
 static size_t pkt_size;
 static struct sockaddr_in target;
@@ -267,6 +269,16 @@ static int drain_sink(struct sink_counts *c, int echo, uint64_t *echo_errors) {
     for (int i = 0; i < got; i++) {
         unsigned char *p = rx_buf[i];
         unsigned len = rx_msgs[i].msg_len;
+        /* A relay forwarding with --forward encap puts a PROXY v2 header in front
+         * (signature, 4 fixed bytes, then its declared length): count what follows.
+         * The echo sends the whole datagram back, header included, as a media
+         * server answers behind the header it was given. */
+        if (len >= 16 && memcmp(p, PROXY_V2_SIGNATURE, 12) == 0) {
+            unsigned skip = 16u + ((unsigned)p[14] << 8 | p[15]);
+            if (skip > len) skip = len;
+            p += skip;
+            len -= skip;
+        }
         if (len >= 28 && (p[0] & 0xc0) == 0x80) {
             if (get32(p + 24) != step_no) {
                 c->stale++;

@@ -337,7 +337,8 @@ def token() -> None:
     "--port",
     type=click.IntRange(1, 0xFFFF),
     required=True,
-    help="The session's UDP port on that media server.",
+    help="The UDP port the session listens on: its media server's shared socket, or "
+    "the session's own (--media-socket per-session).",
 )
 @secret_option
 def token_encode(backend_id: int, port: int, secret: str | None) -> None:

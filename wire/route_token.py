@@ -11,6 +11,11 @@ character is an ice-char, RFC 8839 ``ice-char = ALPHA / DIGIT / "+" / "/"``)::
 
     version:u8 | backend_id:u16 | port:u16 | nonce:u32 | mac:48 bits
 
+``port`` is the UDP port the session listens on: its media server's one shared
+socket (``--media-socket shared``, the published design) or the session's own
+(``per-session``); the relay needs nothing else to reach it.  Its meaning did
+not change the layout, so tokens minted before shared sockets decode as ever.
+
 ``mac`` is HMAC-SHA256(secret, domain || first 9 bytes) truncated to 48 bits:
 enough that forging a token by guessing costs 2**47 tries on average, while the
 ufrag stays short.  ``nonce`` gives each session >= 24 random bits, as RFC 8445

@@ -126,31 +126,18 @@ class UdpRelay:
             # Before the port is bound: once it is, the kernel hands this
             # process clients, and a slow first contact must not hold them.
             await self.state.start()
-        host, port = self.config.listen
-        family, address = await _resolve(loop, host)
-        public = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            if family == socket.AF_INET6:
-                # No IPv4-mapped sources: one client, one key in the flow table.
-                public.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            _set_buffers(public, self.config.socket_buffer_bytes)
-            if self.config.reuse_port:
-                public.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            public.setblocking(False)
-            public.bind((address, port))
-        except OSError:
-            public.close()
-            raise
+        public = await self._bind(loop, self.config.listen)
         self._public = public
         # IPv6 sources come as 4-tuples; IPv4 ones are already canonical (host, port).
-        self._canonical_source = family == socket.AF_INET6
+        self._canonical_source = public.family == socket.AF_INET6
         if self.router.encap:
             try:
-                self._internal = await self._bind_internal(loop)
+                self._internal = await self._bind(loop, self.config.internal_address)
             except OSError:
                 public.close()
                 self._public = None
                 raise
+            self._internal_canonical = self._internal.family == socket.AF_INET6
         self.router.on_listening(
             self.local_address, frozenset(address for _, address in self._resolved.values())
         )
@@ -177,19 +164,19 @@ class UdpRelay:
             },
         )
 
-    async def _bind_internal(self, loop: asyncio.AbstractEventLoop) -> socket.socket:
-        host, port = self.config.internal_address
-        family, address = await _resolve(loop, host)
+    async def _bind(self, loop: asyncio.AbstractEventLoop, where: Address) -> socket.socket:
+        """A non-blocking UDP socket bound to ``where`` (the public one, or the internal one)."""
+        family, address = await _resolve(loop, where[0])
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             if family == socket.AF_INET6:
+                # No IPv4-mapped sources: one client, one key in the flow table.
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                self._internal_canonical = True
             _set_buffers(sock, self.config.socket_buffer_bytes)
             if self.config.reuse_port:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.setblocking(False)
-            sock.bind((address, port))
+            sock.bind((address, where[1]))
         except OSError:
             sock.close()
             raise
