@@ -13,9 +13,11 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from stun_lb.core.state import record_key
 from stun_lb.io.udp import UdpRelay
 from tests.stun_lb.packets import SECRET, Session, new_tid
 from tests.stun_lb.peers import HANG_GUARD_S, FakeBackend, UdpPeer
+from tests.stun_lb.redis_server import RedisServer
 from wire import stun
 from wire.addr import Address
 
@@ -88,3 +90,16 @@ async def call(
     assert source == relay.address
     assert stun.parse(answer).transaction_id == tid
     return upstream, tid
+
+
+async def stored(redis_server: RedisServer, client: Address) -> bytes:
+    """Poll Redis until ``client``'s entry is there (the writer runs off the packet path)."""
+    deadline = asyncio.get_running_loop().time() + HANG_GUARD_S
+    while True:
+        with redis_server.client() as redis:
+            value = redis.get(record_key(client))
+        if value is not None:
+            assert isinstance(value, bytes)
+            return value
+        assert asyncio.get_running_loop().time() < deadline, f"no entry for {client}"
+        await asyncio.sleep(0.02)

@@ -13,24 +13,11 @@ import logging
 import pytest
 
 from stun_lb.core.state import decode_record, record_key
-from tests.stun_lb.harness import Harness, OpenPeer, StartRelay, backend_at, call
+from tests.stun_lb.harness import Harness, OpenPeer, StartRelay, backend_at, call, stored
 from tests.stun_lb.packets import Session, rtp
 from tests.stun_lb.peers import HANG_GUARD_S, FakeBackend, UdpPeer
 from tests.stun_lb.redis_server import RedisServer
 from wire.addr import Address
-
-
-async def stored(redis_server: RedisServer, client: Address) -> bytes:
-    """Poll Redis until ``client``'s entry is there (the writer runs off the packet path)."""
-    deadline = asyncio.get_running_loop().time() + HANG_GUARD_S
-    while True:
-        with redis_server.client() as redis:
-            value = redis.get(record_key(client))
-        if value is not None:
-            assert isinstance(value, bytes)
-            return value
-        assert asyncio.get_running_loop().time() < deadline, f"no entry for {client}"
-        await asyncio.sleep(0.02)
 
 
 async def media_both_ways(

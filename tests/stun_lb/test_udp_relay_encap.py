@@ -8,9 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 from stun_lb.core.config import ForwardMode
-from tests.stun_lb.harness import OpenPeer, StartRelay
+from stun_lb.core.state import decode_record
+from tests.stun_lb.harness import OpenPeer, StartRelay, stored
 from tests.stun_lb.packets import SECRET, Session, new_tid, rtp
 from tests.stun_lb.peers import UdpPeer
+from tests.stun_lb.redis_server import RedisServer
 from wire import proxy_protocol, route_token, stun
 from wire.addr import Address
 
@@ -116,3 +118,29 @@ async def test_a_header_from_a_client_is_never_read(
     client.send(header + rtp(), relay.address)
     await relay.wait_for_metric(1, "rtclab_lb_drops_total", reason="not_webrtc")
     assert victim.nothing_received() and await relay.flows() == []
+
+
+async def test_redis_stores_the_published_pair_and_another_relay_takes_the_flow_over(
+    start_relay: StartRelay, peers: OpenPeer, redis_server: RedisServer
+) -> None:
+    first = await encap_relay(start_relay, state_url=redis_server.url)
+    backend: EncapBackend = await peers(EncapBackend)
+    alice: UdpPeer = await peers()
+    alice.send(Session(port=backend.address[1]).check(), first.address)
+    await alice.recv()
+
+    # What Redis holds: <client address, media server>, as published (plus the ufrags).
+    record = decode_record(alice.address, await stored(redis_server, alice.address))
+    assert record.forward is ForwardMode.ENCAP
+    assert (record.client, record.backend) == (alice.address, backend.address)
+    assert record.upstream == alice.address
+
+    # A relay that never saw Alice finds her flow at her first datagram, and the media
+    # server sees nothing change: the same client address, named by a header.
+    second = await encap_relay(start_relay, state_url=redis_server.url)
+    alice.send(rtp(seq=5), second.address)
+    await second.wait_for_metric(1, "rtclab_lb_state_lookups_total", result="hit")
+    while backend.seen[-1][1] != rtp(seq=5):
+        await backend.recv()
+    named, _, sender = backend.seen[-1]
+    assert named == alice.address and sender == second.relay.internal_address
