@@ -184,7 +184,8 @@ async def test_port_footprint(tmp_path: Path) -> None:
     results = await run("port-footprint", tmp_path)
     direct, relay = results["metrics"]["direct"], results["metrics"]["relay"]
     assert direct["public_udp_ports"] == direct["calls"] == direct["calls_ok"]
-    assert relay["public_udp_ports"] == 1 and relay["media_server_udp_ports"] == relay["calls"]
+    # Behind the relay, the media server holds one shared socket for every call.
+    assert relay["public_udp_ports"] == 1 and relay["media_server_udp_ports"] == 1
 
 
 async def test_interop(tmp_path: Path) -> None:
