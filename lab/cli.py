@@ -174,10 +174,23 @@ def up(
     show_default=True,
     help="How long the call lasts.",
 )
+@click.option(
+    "--bind-host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="RTCLAB_BIND_HOST",
+    help="The address the caller's ICE gathers on; `auto`: the one this machine sends "
+    "from towards signaling (in a container: its own).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the call result as one JSON object.")
 @logging_options
 def call(
-    signaling_url: str, seconds: float, as_json: bool, log_level: str, log_format: str
+    signaling_url: str,
+    seconds: float,
+    bind_host: str,
+    as_json: bool,
+    log_level: str,
+    log_format: str,
 ) -> None:
     """Make one synthetic voice call and print its measured result.
 
@@ -190,7 +203,15 @@ def call(
     from lab.report.text import call_summary
 
     configure_logging("WARNING" if log_level.upper() == "INFO" else log_level, log_format)
-    result = asyncio.run(run_call(f"{signaling_url.rstrip('/')}/v1/calls", seconds=seconds))
+    if bind_host == "auto":
+        from urllib.parse import urlsplit
+
+        from lab.stack import source_address_towards
+
+        where = urlsplit(signaling_url)
+        bind_host = source_address_towards(where.hostname or "127.0.0.1", where.port or 80)
+    offer_url = f"{signaling_url.rstrip('/')}/v1/calls"
+    result = asyncio.run(run_call(offer_url, seconds=seconds, bind_host=bind_host))
     click.echo(json.dumps(result) if as_json else call_summary(result))
     sys.exit(0 if result.get("ok") else 1)
 
@@ -270,17 +291,14 @@ def scenario_run(
     from rich.console import Console
 
     from lab.netns.select import lab_environment
-    from lab.scenarios.catalogue import CATALOGUE, SCENARIOS
+    from lab.scenarios.catalogue import choose
     from lab.scenarios.report import run_many
 
     configure_logging("WARNING" if log_level.upper() == "INFO" else log_level, log_format)
-    chosen = list(SCENARIOS) if "all" in names else []
-    for name in names:
-        if name == "all":
-            continue
-        if name not in CATALOGUE:
-            raise click.BadParameter(f"no scenario {name!r}; see `rtclab scenario list`")
-        chosen.append(CATALOGUE[name])
+    try:
+        chosen = choose(names)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
     if client != "aiortc":
         from lab.callers.drivers import driver
         from lab.scenarios.catalogue.mobility import with_client

@@ -43,6 +43,13 @@ def free_port(kind: int = socket.SOCK_STREAM, host: str = LOOPBACK) -> int:
         return int(sock.getsockname()[1])
 
 
+def source_address_towards(host: str, port: int) -> str:
+    """The address this machine sends from to ``host`` (no packet is sent)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.connect((socket.gethostbyname(host), port))
+        return str(sock.getsockname()[0])
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child
     # Linux only: the child gets SIGTERM when the process that started it dies.
     with contextlib.suppress(Exception):

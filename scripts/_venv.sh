@@ -34,3 +34,16 @@ ensure_node_clients() {
       || echo "note: could not install the Node clients; they will be reported as unavailable" >&2
   fi
 }
+
+# The compose lab's images are built before the tests enter their offline namespace
+# (debootstrap and pip reach Debian's mirror and the package index; both are cached);
+# the compose test then only talks to the Docker daemon's socket.  No daemon: nothing.
+ensure_compose_images() {
+  if ! command -v docker >/dev/null 2>&1 || ! docker info >/dev/null 2>&1; then
+    return 0
+  fi
+  if ! "$VENV/bin/python" -m lab.compose build; then
+    echo "note: could not build the compose lab's images; its test will say why" >&2
+    [ "${RTCLAB_COMPOSE_TEST:-}" != required ] || return 1
+  fi
+}

@@ -7,6 +7,6 @@ a rebind is a real NAT rebinding (the router's conntrack mapping flushed, or
 its public address moved), and impairment is the kernel's netem when it has
 one, else the user-space emulator running on the router.
 
-The compose lab's caller container uses the same NAT control on its own
-namespace (:mod:`lab.netns.compose`).  See docs/labs.md.
+The compose lab's caller container uses the same NAT control and emulator on
+its own namespace (:mod:`lab.compose.caller`).  See docs/labs.md.
 """

@@ -7,10 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from types import FrameType
 
 import click
 
@@ -21,6 +18,7 @@ from lab.netns.host import (
     cleanup_stale,
     die_with_parent,
     probe,
+    sigterm_as_exit,
 )
 from lab.netns.plan import Plan
 from wire.logs import configure as configure_logging
@@ -149,7 +147,7 @@ def run(
     ]
     env = {**os.environ, "RTCLAB_NETNS": plan.to_json()}
     click.echo(f"namespace lab {plan.run_id}: impairment by {chosen.value}", err=True)
-    with _sigterm_as_exit(), Topology(plan) as topology:
+    with sigterm_as_exit(), Topology(plan) as topology:
         # The runner dies with us even on SIGKILL (its stacks die with it in turn), so a
         # killed lab leaves only empty namespaces for the next run's cleanup.
         child = subprocess.Popen(
@@ -166,17 +164,3 @@ def run(
                     child.kill()
                     child.wait()
     sys.exit(code)
-
-
-@contextmanager
-def _sigterm_as_exit() -> Iterator[None]:
-    """SIGTERM unwinds like Ctrl-C does, so the namespaces are removed on the way out."""
-
-    def leave(signum: int, _frame: FrameType | None) -> None:
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, leave)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

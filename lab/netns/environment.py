@@ -22,21 +22,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from lab.netem.client import NetemControl
 from lab.netem.core import Direction, LinkConfig
 from lab.netem.impair import apply, config_json, parse_impair
-from lab.netns.host import die_with_parent
+from lab.netns.emulator import Emulator
 from lab.netns.nat import NatControl, NatError, sh
-from lab.netns.plan import LAN_DEVICE, TABLE, WAN_DEVICE, Impairment, Plan, in_namespace
+from lab.netns.plan import LAN_DEVICE, WAN_DEVICE, Impairment, Plan
 from lab.netns.shaping import class_commands, class_netem
 from lab.scenarios.model import Run
 from lab.stack import DEFAULT_MEDIA_SERVERS, Stack, StackConfig
@@ -44,7 +39,6 @@ from lab.stack import DEFAULT_MEDIA_SERVERS, Stack, StackConfig
 log = logging.getLogger("rtclab.netns")
 
 PLAN_VARIABLE = "RTCLAB_NETNS"  # the Plan as JSON, set by `rtclab lab --netns` for the runner
-EMULATOR_READY_S = 20.0  # a cold `python -m lab.netem` imports aiohttp: a second or two
 
 
 class PortBlocks:
@@ -61,105 +55,11 @@ class PortBlocks:
         return ports
 
 
-class Emulator:
-    """One run's user-space emulator on the router, with that run's traffic redirected in."""
-
-    def __init__(
-        self,
-        plan: Plan,
-        *,
-        relay_port: int,
-        signaling_port: int,
-        ports: list[int],
-        log_path: Path,
-    ) -> None:
-        self.plan = plan
-        self.relay_port = relay_port
-        self.signaling_port = signaling_port
-        self.udp_port, self.tcp_port, self.control_port = ports
-        self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-
-    @property
-    def control_url(self) -> str:
-        return f"http://{self.plan.nat_lan_address}:{self.control_port}"
-
-    def _nft(self, verb: str, table_map: str, element: str) -> list[str]:
-        return in_namespace(
-            self.plan.namespace("nat"),
-            ["nft", verb, "element", "ip", TABLE, table_map, f"{{ {element} }}"],
-        )
-
-    def start(self) -> None:
-        """Start it and wait until it answers (blocking: runs before any call exists)."""
-        lan, server = self.plan.nat_lan_address, self.plan.server_address
-        argv = in_namespace(
-            self.plan.namespace("nat"),
-            [
-                sys.executable,
-                "-m",
-                "lab.netem",
-                "--udp-listen",
-                f"{lan}:{self.udp_port}",
-                "--udp-upstream",
-                f"{server}:{self.relay_port}",
-                "--tcp-listen",
-                f"{lan}:{self.tcp_port}",
-                "--tcp-upstream",
-                f"{server}:{self.signaling_port}",
-                "--control",
-                f"{lan}:{self.control_port}",
-            ],
-        )
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=self._log,
-            preexec_fn=die_with_parent,
-        )
-        deadline = time.monotonic() + EMULATOR_READY_S
-        while not self._answers():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"the emulator on the router did not start; see {self.log_path}")
-            time.sleep(0.1)
-        subprocess.run(
-            self._nft("add", "emu_udp", f"{self.relay_port} : {self.udp_port}"), check=True
-        )
-        subprocess.run(
-            self._nft("add", "emu_tcp", f"{self.signaling_port} : {self.tcp_port}"), check=True
-        )
-
-    def _answers(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.control_url}/healthz", timeout=1) as response:
-                return bool(response.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
-
-    def stop(self) -> None:
-        for table_map, port in (("emu_udp", self.relay_port), ("emu_tcp", self.signaling_port)):
-            subprocess.run(self._nft("delete", table_map, str(port)), capture_output=True)
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-
 class NetnsLab:
     """A :class:`~lab.scenarios.environment.LabEnvironment` for the namespace lab."""
 
     name = "netns"
+    parallel_runs = True  # each run has its own stack, redirect and HTB class
 
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
@@ -202,10 +102,12 @@ class NetnsLab:
         config = StackConfig(**fields, **extra)
         if netem and self.plan.impairment is Impairment.EMULATOR:
             log_dir = extra.get("log_dir") or Path("/tmp")
+            server = self.plan.server_address
             emulator = Emulator(
-                self.plan,
-                relay_port=relay,
-                signaling_port=signaling,
+                namespace=self.plan.namespace("nat"),
+                listen_host=self.plan.nat_lan_address,
+                relay=(server, relay),
+                signaling=(server, signaling),
                 ports=self._ports.take(3),
                 log_path=Path(log_dir) / "netem.log",
             )

@@ -131,42 +131,8 @@ def setup_commands(plan: Plan) -> list[list[str]]:
     return commands
 
 
-def nat_ruleset(
-    server_address: str,
-    wan_device: str,
-    lan_device: str | None,
-    *,
-    router: bool = True,
-) -> str:
-    """The NAT's nftables ruleset (for ``nft -f``).
-
-    Postrouting masquerades everything leaving ``wan_device`` with a fully
-    random source port, so a flushed mapping comes back on a new port (Linux
-    would otherwise try to keep the old one).  The ``moved`` map sends one
-    destination port's UDP out from another public address: an ``address``
-    rebind adds an element.  On a ``router`` (the namespace lab), forwarded
-    traffic is allowed out only from the LAN and back in only as replies, and
-    nothing unsolicited reaches the router itself from outside -- a home NAT;
-    and the ``emu_udp``/``emu_tcp`` maps redirect one run's traffic (by its
-    relay and signaling ports) to that run's emulator on the router.
-    """
-    lines = [
-        f"table ip {TABLE} {{",
-        "  map moved { type inet_service : ipv4_addr; }",
-    ]
-    if router:
-        lines += [
-            "  map emu_udp { type inet_service : inet_service; }",
-            "  map emu_tcp { type inet_service : inet_service; }",
-            "  chain prerouting {",
-            "    type nat hook prerouting priority dstnat; policy accept;",
-            f'    iifname "{lan_device}" ip daddr {server_address} meta l4proto udp'
-            " redirect to udp dport map @emu_udp",
-            f'    iifname "{lan_device}" ip daddr {server_address} meta l4proto tcp'
-            " redirect to tcp dport map @emu_tcp",
-            "  }",
-        ]
-    lines += [
+def _postrouting(server_address: str, wan_device: str) -> list[str]:
+    return [
         "  chain postrouting {",
         "    type nat hook postrouting priority srcnat; policy accept;",
         f'    oifname "{wan_device}" ip daddr {server_address} meta l4proto udp'
@@ -174,20 +140,79 @@ def nat_ruleset(
         f'    oifname "{wan_device}" masquerade fully-random',
         "  }",
     ]
-    if router:
-        lines += [
-            "  chain forward {",
-            "    type filter hook forward priority filter; policy drop;",
-            "    ct state established,related accept",
-            f'    iifname "{lan_device}" oifname "{wan_device}" accept',
-            "  }",
-            "  chain input {",
-            "    type filter hook input priority filter; policy accept;",
-            f'    iifname "{wan_device}" ct state established,related accept',
-            f'    iifname "{wan_device}" drop',
-            "  }",
-        ]
-    lines.append("}")
+
+
+_MAPS = [
+    "  map moved { type inet_service : ipv4_addr; }",
+    "  map emu_udp { type inet_service : inet_service; }",
+    "  map emu_tcp { type inet_service : inet_service; }",
+]
+
+
+def nat_ruleset(server_address: str, wan_device: str, lan_device: str) -> str:
+    """The namespace lab's router: its nftables ruleset (for ``nft -f``).
+
+    Postrouting masquerades everything leaving ``wan_device`` with a fully
+    random source port, so a flushed mapping comes back on a new port (Linux
+    would otherwise try to keep the old one).  The ``moved`` map sends one
+    destination port's UDP out from another public address: an ``address``
+    rebind adds an element.  Forwarded traffic is allowed out only from the
+    LAN and back in only as replies, and nothing unsolicited reaches the
+    router itself from outside -- a home NAT.  The ``emu_udp``/``emu_tcp``
+    maps redirect one run's traffic (by its relay and signaling ports) to
+    that run's emulator on the router (lab/netns/emulator.py).
+    """
+    lines = [
+        f"table ip {TABLE} {{",
+        *_MAPS,
+        "  chain prerouting {",
+        "    type nat hook prerouting priority dstnat; policy accept;",
+        f'    iifname "{lan_device}" ip daddr {server_address} meta l4proto udp'
+        " redirect to udp dport map @emu_udp",
+        f'    iifname "{lan_device}" ip daddr {server_address} meta l4proto tcp'
+        " redirect to tcp dport map @emu_tcp",
+        "  }",
+        *_postrouting(server_address, wan_device),
+        "  chain forward {",
+        "    type filter hook forward priority filter; policy drop;",
+        "    ct state established,related accept",
+        f'    iifname "{lan_device}" oifname "{wan_device}" accept',
+        "  }",
+        "  chain input {",
+        "    type filter hook input priority filter; policy accept;",
+        f'    iifname "{wan_device}" ct state established,related accept',
+        f'    iifname "{wan_device}" drop',
+        "  }",
+        "}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def own_nat_ruleset(
+    relay_address: str, signaling_address: str, device: str, emulator_uid: int
+) -> str:
+    """The compose caller's NAT on its own link (for ``nft -f`` in its namespace).
+
+    The same masquerade and ``moved`` map as the router's, on what the caller
+    itself sends out of ``device``.  Its emulator sits in the same namespace,
+    so the redirect happens on output, for every socket but the emulator's own
+    (``emulator_uid``): otherwise its upstream packets would be sent back into
+    it.
+    """
+    lines = [
+        f"table ip {TABLE} {{",
+        *_MAPS,
+        "  chain output {",
+        # dstnat by number: nft 1.0.6 accepts the name on prerouting only
+        "    type nat hook output priority -100; policy accept;",
+        f"    meta skuid != {emulator_uid} ip daddr {relay_address} meta l4proto udp"
+        " redirect to udp dport map @emu_udp",
+        f"    meta skuid != {emulator_uid} ip daddr {signaling_address} meta l4proto tcp"
+        " redirect to tcp dport map @emu_tcp",
+        "  }",
+        *_postrouting(relay_address, device),
+        "}",
+    ]
     return "\n".join(lines) + "\n"
 
 

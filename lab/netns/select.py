@@ -21,7 +21,7 @@ def lab_environment(name: str) -> LabEnvironment:
 
         return NetnsLab.from_environment()
     if name == "compose":
-        from lab.netns.compose import ComposeLab
+        from lab.compose.caller import ComposeLab
 
         return ComposeLab.from_environment()
     raise ValueError(f"no lab {name!r}; labs are {', '.join(LABS)}")

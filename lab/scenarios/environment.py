@@ -39,6 +39,9 @@ class PathControl(Protocol):
 
 class LabEnvironment(Protocol):
     name: str
+    # Whether a scenario's runs may share the machine at once (Scenario.parallel): not
+    # where every run goes through one path, as in the compose caller's namespace.
+    parallel_runs: bool
     # The address callers gather on (and so send from): loopback here, the caller
     # namespace's address in the namespace lab.
     caller_host: str
@@ -73,6 +76,7 @@ class Loopback:
 
     name = "loopback"
     caller_host = "127.0.0.1"
+    parallel_runs = True
 
     def skip_reason(self, run: Run) -> str | None:
         return None

@@ -15,7 +15,7 @@ import os
 import platform
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from importlib.metadata import version
@@ -112,7 +112,7 @@ async def run_scenario(
         if not runs:
             raise RuntimeError(f"this lab ({lab.name}) can do none of the runs")
         log_root = out_dir / "logs"
-        if scenario.parallel:
+        if scenario.parallel and lab.parallel_runs:
             gate = asyncio.Semaphore(scenario.max_parallel or len(runs))
 
             async def bounded(index: int, run: Run) -> dict[str, Any]:
@@ -126,14 +126,7 @@ async def run_scenario(
                 for index, run in enumerate(runs)
             ]
         results["runs"] = list(data)
-        analysis = scenario.analyse(results["runs"])
-        results["metrics"] = dict(analysis.metrics)
-        results["findings"] = _finding_json(analysis)
-        results["tables"] = [
-            [title, list(header), [list(r) for r in rows]]
-            for title, header, rows in analysis.tables
-        ]
-        results["plots"] = render_plots(results, out_dir, scenario.plots)
+        _conclude(scenario, results, out_dir)
     except Exception as exc:
         log.exception("scenario failed", extra={"scenario": scenario.name})
         results["error"] = f"{type(exc).__name__}: {exc}"
@@ -141,6 +134,90 @@ async def run_scenario(
     results["duration_s"] = round(time.time() - started, 1)
     write_scenario(out_dir, results)
     return results
+
+
+def _conclude(scenario: Scenario, results: dict[str, Any], out_dir: Path) -> None:
+    """The analysis of ``results["runs"]`` into ``results``, and the plots into ``out_dir``."""
+    analysis = scenario.analyse(results["runs"])
+    results["metrics"] = dict(analysis.metrics)
+    results["findings"] = _finding_json(analysis)
+    results["tables"] = [
+        [title, list(header), [list(r) for r in rows]] for title, header, rows in analysis.tables
+    ]
+    results["plots"] = render_plots(results, out_dir, scenario.plots)
+
+
+def merge_passes(
+    scenario: Scenario, parts: Mapping[str, dict[str, Any]], out_dir: Path
+) -> dict[str, Any]:
+    """One scenario's results from runs made in separate passes, analysed together.
+
+    A lab whose stack is fixed while it runs (the compose lab: one relay, one
+    ``--rebind`` policy at a time) runs a scenario once per stack it needs; each
+    pass skips the runs it cannot serve.  ``parts`` maps a pass's label to the
+    results.json it wrote.  The merged record keeps every run that ran (in the
+    scenario's own order), the runs no pass could serve, and where each pass's
+    own record is; the analysis, verdicts and plots are made over all runs.
+    """
+    labels = list(parts)
+    first = parts[labels[0]]
+    order = {run.label: index for index, run in enumerate(scenario.runs(bool(first["quick"])))}
+    runs = sorted(
+        (run for part in parts.values() for run in part["runs"]),
+        key=lambda run: order.get(run["label"], len(order)),
+    )
+    ran = {run["label"] for run in runs}
+    skipped: dict[str, dict[str, Any]] = {}
+    for part in parts.values():
+        for entry in part.get("skipped_runs", []):
+            if entry["label"] not in ran:
+                skipped.setdefault(entry["label"], entry)
+    environment_ = dict(first["environment"])
+    environment_["summary"] = (
+        f"{environment_['summary']}; its runs come from {len(parts)} pass(es) of the stack "
+        f"({', '.join(labels)})"
+    )
+    results: dict[str, Any] = {
+        **{key: value for key, value in first.items() if key != "traceback"},
+        "started_at": min(part["started_at"] for part in parts.values()),
+        "environment": environment_,
+        "runs": runs,
+        "skipped_runs": list(skipped.values()),
+        "passes": [
+            {"label": label, "duration_s": part.get("duration_s"), "error": part["error"]}
+            for label, part in parts.items()
+        ],
+        "metrics": {},
+        "findings": [],
+        "tables": [],
+        "plots": [],
+        "error": None,
+        "duration_s": round(sum(part.get("duration_s") or 0.0 for part in parts.values()), 1),
+    }
+    errors = [f"{label}: {part['error']}" for label, part in parts.items() if part["error"]]
+    try:
+        if errors:
+            raise RuntimeError(
+                "a pass failed (its own results.json has the traceback): " + "; ".join(errors)
+            )
+        _conclude(scenario, results, out_dir)
+    except Exception as exc:
+        log.exception("merging failed", extra={"scenario": scenario.name})
+        results["error"] = f"{type(exc).__name__}: {exc}"
+        results["traceback"] = traceback.format_exc()
+    write_scenario(out_dir, results)
+    return results
+
+
+def index_entry(scenario: Scenario, results: Mapping[str, Any]) -> dict[str, Any]:
+    """What index.md and index.json say about one scenario's results."""
+    return {
+        "scenario": scenario.name,
+        "purpose": scenario.purpose,
+        "duration_s": results["duration_s"],
+        "error": results["error"],
+        "findings": results["findings"],
+    }
 
 
 def write_scenario(out_dir: Path, results: dict[str, Any]) -> None:
@@ -181,15 +258,7 @@ async def run_many(
             for run in results["runs"]:
                 for call in run["calls"]:
                     progress(call_summary(call))
-        entries.append(
-            {
-                "scenario": scenario.name,
-                "purpose": scenario.purpose,
-                "duration_s": results["duration_s"],
-                "error": results["error"],
-                "findings": results["findings"],
-            }
-        )
+        entries.append(index_entry(scenario, results))
         # Rewrite the index after each scenario, so an interrupted run still has one.
         note = (
             f"{'Quick set, s' if quick else 'S'}tarted {began}; {environment(lab)['summary']}. "

@@ -1,14 +1,14 @@
-"""The compose lab without a Docker engine: what can be checked here, checked for real.
+"""The compose lab's files and caller environment, checked without a Docker engine.
 
-No engine runs on this project's machines, so the compose file is never
-started here.  Instead: it validates against the Compose Specification's JSON
-schema (vendored, tests/data/compose/README.md); its cross-references hold
-(dependencies, networks, build context, the Dockerfile's sources); every
-rtclab option a service passes exists in that command's real click
-definition; its addresses agree with one another; the caller's environment
-renders into the scenario environment; and that environment's
-:class:`ServiceStack` drives a real stack (started here on loopback, standing
-in for the containers) through its health checks and a real call.
+tests/lab/test_compose_lab.py builds and runs the lab in containers where a
+daemon answers; these checks run everywhere.  The compose file validates
+against the Compose Specification's JSON schema (vendored,
+tests/data/compose/README.md); its cross-references hold (dependencies,
+networks, build context, the Dockerfile's sources); every rtclab option a
+service passes exists in that command's real click definition; its addresses
+agree with one another; the caller's environment renders into the scenario
+environment; and that environment's :class:`ServiceStack` drives a real stack
+(started here on loopback) through its health checks and a real call.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import yaml
 
 from lab.callers.aiortc_caller import run_call
 from lab.cli import main as rtclab
-from lab.netns.compose import ComposeLab, ComposeServices, ServiceStack
+from lab.compose.caller import ComposeLab, ComposeServices, ServiceStack
 from lab.scenarios.catalogue import CATALOGUE
 from lab.stack import Stack, StackConfig, StackError
 
@@ -38,7 +38,8 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 SCHEMA = ROOT / "tests" / "data" / "compose" / "compose-spec.json"
 RTCLAB_SERVICES = ("media-1", "media-2", "relay", "signaling", "caller")
-_VARIABLE = re.compile(r"\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
+# Innermost first: a default may itself be a variable (``${A:-${B:-x}.10}``).
+_VARIABLE = re.compile(r"\$\{(\w+)(?:(:?[-?])([^{}]*))?\}")
 
 
 def interpolate(value: Any, environ: dict[str, str]) -> Any:
@@ -63,7 +64,11 @@ def interpolate(value: Any, environ: dict[str, str]) -> Any:
             return have
         return have or ""
 
-    return _VARIABLE.sub(one, value)
+    while True:
+        expanded = _VARIABLE.sub(one, value)
+        if expanded == value:
+            return expanded
+        value = expanded
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +102,7 @@ def test_the_validator_would_catch_a_broken_file(raw: dict[str, Any]) -> None:
 
 def test_the_services_the_lab_promises(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"redis", *RTCLAB_SERVICES}
+    assert set(services) == {"redis", "prometheus", *RTCLAB_SERVICES}
     # The relay publishes exactly one UDP port (plus its admin port, TCP).
     udp = [p for p in services["relay"]["ports"] if str(p).endswith("/udp")]
     assert udp == ["3478:3478/udp"]
@@ -124,15 +129,21 @@ def test_cross_references_hold(compose: dict[str, Any]) -> None:
 def test_the_dockerfile_copies_what_exists_and_installs_the_project() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     instructions = [line.split() for line in dockerfile.splitlines() if line and line[0] != "#"]
-    sources = [src for words in instructions if words[0] == "COPY" for src in words[1:-1]]
+    copies = [words[1:-1] for words in instructions if words[0] == "COPY"]
+    sources = [src for words in copies if not words[0].startswith("--from") for src in words]
     assert sources and all((ROOT / src).exists() for src in sources), sources
     # Every package pyproject installs is copied in.
     packages = re.search(r"include = \[(.*?)\]", (ROOT / "pyproject.toml").read_text())
     assert packages is not None
     for pattern in re.findall(r'"(\w+)\*"', packages.group(1)):
         assert pattern in sources, pattern
-    assert re.search(r"^FROM python:3\.11-slim", dockerfile, re.M)
-    assert "pip install ." in dockerfile
+    # One Dockerfile for both routes: the base and the wheel source are build arguments.
+    assert "ARG BASE_IMAGE=python:3.11-slim-bookworm" in dockerfile
+    assert re.search(r"^FROM \$\{BASE_IMAGE\}$", dockerfile, re.M)
+    assert "--no-index --find-links /wheels" in dockerfile and "pip install $source ." in dockerfile
+    # The wheelhouse never becomes a layer of the image: only the venv stage copies it.
+    final = dockerfile.rsplit("\nFROM ", 1)[1]
+    assert "/wheels" not in final and "COPY --from=venv /opt/rtclab /opt/rtclab" in final
     user = [words for words in instructions if words[0] == "USER"]
     assert user and user[-1][1] not in ("root", "0")
     assert 'ENTRYPOINT ["rtclab"]' in dockerfile
@@ -293,7 +304,7 @@ async def test_service_stack_drives_running_services(tmp_path: Path) -> None:
 
 def test_caller_nat_ruleset_loads(tmp_path: Path) -> None:
     from lab.netns.host import probe, remove_namespace, run
-    from lab.netns.plan import PREFIX, nat_ruleset
+    from lab.netns.plan import PREFIX, own_nat_ruleset
 
     capabilities = probe()
     if capabilities.unusable() or not shutil.which("nft"):
@@ -301,9 +312,10 @@ def test_caller_nat_ruleset_loads(tmp_path: Path) -> None:
     scratch = f"{PREFIX}{os.getpid()}-{secrets.token_hex(3)}-probe"
     run(["ip", "netns", "add", scratch])
     try:
-        ruleset = nat_ruleset("172.31.77.10", "eth0", None, router=False)
+        ruleset = own_nat_ruleset("172.31.77.10", "172.31.77.70", "eth0", emulator_uid=10001)
         run(["ip", "netns", "exec", scratch, "nft", "-f", "-"], stdin=ruleset)
         listed = run(["ip", "netns", "exec", scratch, "nft", "list", "ruleset"])
         assert "masquerade fully-random" in listed and "map moved" in listed
+        assert "meta skuid != 10001" in listed and "map @emu_udp" in listed
     finally:
         remove_namespace(scratch)

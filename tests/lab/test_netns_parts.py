@@ -14,6 +14,7 @@ from lab.netns.plan import (
     Plan,
     nat_ruleset,
     next_address,
+    own_nat_ruleset,
     owner_pid,
     parse_conntrack,
     setup_commands,
@@ -58,8 +59,11 @@ def test_router_ruleset_is_a_home_nat() -> None:
     assert f'oifname "{WAN_DEVICE}" masquerade fully-random' in rules
     assert "policy drop" in rules and "ct state established,related accept" in rules
     assert "redirect to udp dport map @emu_udp" in rules
-    own = nat_ruleset("172.31.77.10", "eth0", None, router=False)
-    assert "forward" not in own and "redirect" not in own and "masquerade" in own
+    own = own_nat_ruleset("172.31.77.10", "172.31.77.70", "eth0", emulator_uid=10001)
+    assert "forward" not in own and "prerouting" not in own and "masquerade" in own
+    # The compose caller's emulator lives beside its callers: its own packets are exempt.
+    assert "meta skuid != 10001 ip daddr 172.31.77.10 meta l4proto udp redirect" in own
+    assert "meta skuid != 10001 ip daddr 172.31.77.70 meta l4proto tcp redirect" in own
 
 
 def test_conntrack_lines_become_mappings() -> None:

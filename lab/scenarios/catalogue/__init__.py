@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from lab.scenarios.catalogue import (
     baseline,
     failover,
@@ -31,3 +33,16 @@ SCENARIOS: tuple[Scenario, ...] = (
 )
 
 CATALOGUE: dict[str, Scenario] = {scenario.name: scenario for scenario in SCENARIOS}
+
+
+def choose(names: Iterable[str]) -> list[Scenario]:
+    """The scenarios named (``all``: the whole catalogue, in its order); ValueError if unknown."""
+    names = list(names)
+    chosen = list(SCENARIOS) if "all" in names else []
+    for name in names:
+        if name == "all":
+            continue
+        if name not in CATALOGUE:
+            raise ValueError(f"no scenario {name!r}; see `rtclab scenario list`")
+        chosen.append(CATALOGUE[name])
+    return chosen

@@ -9,42 +9,56 @@ there:
   compose file sets; nothing is started (:class:`ServiceStack`).  A run that
   needs a different stack (another ``--rebind`` policy, more media servers,
   extra part arguments) cannot be served and is skipped with the reason --
-  restart the services with other settings to run it;
-* the path is the caller's own network namespace: ``tc netem`` on its
-  interface (downlink through an ifb device), and rebinding through its own
-  nftables NAT -- the caller masquerades its traffic to the relay with a fully
-  random port and forgets the conntrack mapping (``port``), or adds another
-  address to its interface and sends from that (``address``).  The relay sees
-  a new source port or address, for real.
+  ``scripts/compose`` restarts the relay with each policy a scenario needs
+  and runs the scenario once per policy;
+* the path is the caller's own network namespace.  Rebinding goes through its
+  own nftables NAT: the caller masquerades its traffic to the relay with a
+  fully random port and forgets the conntrack mapping (``port``), or adds
+  another address to its interface and sends from that (``address``) -- the
+  relay sees a new source port or address, for real.  Impairment is ``tc
+  netem`` on its interface (downlink through an ifb device) where the kernel
+  has netem; else the user-space emulator runs in the container, and the
+  caller's traffic to the relay and signaling is redirected into it
+  (lab/netns/emulator.py).  The reports say which.
 
-Nothing here can run without a Docker engine; docs/labs.md says what was
-checked without one.
+One caller namespace means one path: runs here never share the machine.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import os
 import socket
+import subprocess
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 
+from lab.netem.client import NetemControl
 from lab.netem.core import Direction, LinkConfig
 from lab.netem.impair import apply, config_json, parse_impair
-from lab.netns.nat import NatControl, sh
-from lab.netns.plan import TABLE, nat_ruleset
+from lab.netns.emulator import Emulator
+from lab.netns.nat import NatControl, NatError, sh
+from lab.netns.plan import TABLE, Impairment, own_nat_ruleset
 from lab.netns.shaping import own_interface_netem, own_interface_setup, own_interface_teardown
 from lab.scenarios.model import CallPlan, Run
-from lab.stack import Stack, StackConfig, StackError
+from lab.stack import Stack, StackConfig, StackError, free_port, source_address_towards
+
+log = logging.getLogger("rtclab.compose")
 
 IFB_DEVICE = "ifb-rtclab"
 HEALTH_TIMEOUT_S = 60.0  # compose starts the services in parallel; aiortc imports are slow
+# The emulator runs as the image's unprivileged user: the NAT tells its packets apart
+# from the callers' by this uid.
+EMULATOR_UID = 10001
+IMPAIRMENTS = ("auto", "netem", "emulator", "none")
 
 
 def _address_pool(text: str) -> tuple[str, ...]:
@@ -78,6 +92,7 @@ class ComposeServices:
     interface: str  # the caller's interface towards the services
     prefix_len: int  # of the compose network, for addresses an ``address`` rebind adds
     moved_addresses: tuple[str, ...]
+    impairment: str = "auto"  # auto | netem | emulator | none
     forward: str = "nat"  # the relay's (and media servers') --forward
     media_socket: str = "shared"  # the media servers' --media-socket
 
@@ -99,6 +114,7 @@ class ComposeServices:
                 interface=env.get("RTCLAB_CALLER_INTERFACE", "eth0"),
                 prefix_len=int(env.get("RTCLAB_CALLER_PREFIX_LEN", "24")),
                 moved_addresses=_address_pool(env.get("RTCLAB_CALLER_MOVE_TO", "")),
+                impairment=env.get("RTCLAB_IMPAIRMENT", "auto") or "auto",
                 forward=env.get("RTCLAB_FORWARD", "nat"),
                 media_socket=env.get("RTCLAB_MEDIA_SOCKET", "shared"),
             )
@@ -109,6 +125,8 @@ class ComposeServices:
             ) from exc
         if not services.media_urls:
             raise RuntimeError("RTCLAB_MEDIA names no media server")
+        if services.impairment not in IMPAIRMENTS:
+            raise RuntimeError(f"RTCLAB_IMPAIRMENT must be one of {', '.join(IMPAIRMENTS)}")
         return services
 
 
@@ -176,27 +194,63 @@ class ServiceStack(Stack):
         raise StackError(f"{name} runs in its own container: `docker compose restart {name}`")
 
 
-def source_address_towards(host: str, port: int) -> str:
-    """The address this machine sends from to ``host`` (no packet is sent)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.connect((host, port))
-        return str(sock.getsockname()[0])
+def kernel_has_netem() -> tuple[bool, str | None]:
+    """Try a netem qdisc on this namespace's loopback (and remove it): (works, why not)."""
+    add = ["tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "0ms"]
+    done = subprocess.run(add, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        return False, done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"
+    subprocess.run(["tc", "qdisc", "del", "dev", "lo", "root"], capture_output=True, check=False)
+    return True, None
+
+
+def choose_impairment(requested: str) -> tuple[Impairment, str]:
+    """The impairment this caller uses, and a line saying why (for the reports)."""
+    if requested == "none":
+        return Impairment.NONE, "none (RTCLAB_IMPAIRMENT=none)"
+    if requested == "emulator":
+        return Impairment.EMULATOR, "the user-space emulator in the caller container (as asked)"
+    netem, why_not = kernel_has_netem()
+    if netem:
+        return Impairment.NETEM, "tc netem on the caller's interface"
+    if requested == "netem":
+        raise StackError(f"RTCLAB_IMPAIRMENT=netem, but this kernel has no netem ({why_not})")
+    return (
+        Impairment.EMULATOR,
+        f"the user-space emulator in the caller container (this kernel has no netem: {why_not})",
+    )
 
 
 class ComposeLab:
     """A :class:`~lab.scenarios.environment.LabEnvironment` for the compose caller."""
 
     name = "compose"
+    parallel_runs = False  # one caller namespace, one NAT, one path
 
-    def __init__(self, services: ComposeServices, caller_host: str | None = None) -> None:
+    def __init__(
+        self,
+        services: ComposeServices,
+        caller_host: str | None = None,
+        impairment: tuple[Impairment, str] | None = None,
+    ) -> None:
         self.services = services
         self.caller_host = caller_host or source_address_towards(*services.relay)
+        self._impairment = impairment
         self._moved_in_use: set[str] = set()
         self._nat_ready = False
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> ComposeLab:
         return cls(ComposeServices.from_environment(environ))
+
+    @property
+    def impairment(self) -> Impairment:
+        return self._chosen()[0]
+
+    def _chosen(self) -> tuple[Impairment, str]:
+        if self._impairment is None:
+            self._impairment = choose_impairment(self.services.impairment)
+        return self._impairment
 
     def skip_reason(self, run: Run) -> str | None:
         """Why the running services cannot serve ``run`` (None: they can)."""
@@ -231,6 +285,8 @@ class ComposeLab:
         extra = [key for key in ("relay_args", "media_args", "signaling_args") if wanted.get(key)]
         if extra:
             return f"needs part arguments ({', '.join(extra)}) the compose file does not set"
+        if run.client != "aiortc":
+            return f"needs the {run.client} client; the caller image carries the lab's own only"
         return None
 
     def stack_config(self, netem: bool, overrides: Mapping[str, Any], **extra: Any) -> StackConfig:
@@ -251,29 +307,60 @@ class ComposeLab:
             **extra,
         )
 
+    def _start_emulator(self, log_path: Path) -> Emulator:
+        emulator = Emulator(
+            namespace=None,
+            listen_host="127.0.0.1",  # where an output redirect delivers
+            relay=self.services.relay,
+            signaling=(self.signaling_address(), _port(self.services.signaling_url)),
+            ports=[free_port(socket.SOCK_DGRAM), free_port(), free_port()],
+            log_path=log_path,
+            user=EMULATOR_UID,
+        )
+        emulator.start()
+        return emulator
+
+    def signaling_address(self) -> str:
+        host = urlsplit(self.services.signaling_url).hostname or ""
+        return socket.gethostbyname(host)
+
     def make_stack(self, config: StackConfig) -> Stack:
         return ServiceStack(config, self.services)
 
     def path(self, stack: Stack) -> OwnPath:
-        return OwnPath(self)
+        """The run's path, set up before its calls start: the NAT, and the emulator if used."""
+        self.ensure_nat()
+        emulator = None
+        if self.impairment is Impairment.EMULATOR:
+            emulator = self._start_emulator(stack.log_dir / "netem.log")
+        return OwnPath(self, emulator)
 
     def describe(self) -> str:
         return (
             "docker compose: the stack in its own containers, the caller rebinding through its "
-            "own nftables NAT and impaired by tc netem on its interface"
+            f"own nftables NAT; impairment: {self._chosen()[1]}"
         )
 
-    def close(self) -> None:
-        """Nothing to release: the services belong to docker compose, the NAT to the container."""
-
-    async def ensure_nat(self) -> None:
-        """Load the caller's own NAT table (once): masquerade towards the relay."""
+    def ensure_nat(self) -> None:
+        """Load the caller's own NAT table (once): masquerade and redirects, before calls."""
         if self._nat_ready:
             return
-        await sh(["nft", "delete", "table", "ip", TABLE], check=False)
-        ruleset = nat_ruleset(self.services.relay[0], self.services.interface, None, router=False)
-        await sh(["nft", "-f", "-"], stdin=ruleset)
+        subprocess.run(["nft", "delete", "table", "ip", TABLE], capture_output=True, check=False)
+        ruleset = own_nat_ruleset(
+            self.services.relay[0], self.signaling_address(), self.services.interface, EMULATOR_UID
+        )
+        done = subprocess.run(
+            ["nft", "-f", "-"], input=ruleset, capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0:
+            raise StackError(f"the caller's NAT did not load: {done.stderr.strip()[:300]}")
         self._nat_ready = True
+
+    def close(self) -> None:
+        """Remove the NAT (each run's path stopped its own emulator)."""
+        if self._nat_ready:
+            subprocess.run(["nft", "delete", "table", "ip", TABLE], capture_output=True)
+            self._nat_ready = False
 
     def nat_control(self) -> NatControl:
         have = self.services
@@ -289,11 +376,13 @@ class ComposeLab:
 
 
 class OwnPath:
-    """The caller container's own link: its netem and its NAT."""
+    """The caller container's own link: its NAT, and netem or the emulator."""
 
-    def __init__(self, lab: ComposeLab) -> None:
+    def __init__(self, lab: ComposeLab, emulator: Emulator | None) -> None:
         self.lab = lab
         self.nat = lab.nat_control()
+        self.emulator = emulator
+        self.netem = NetemControl(emulator.control_url) if emulator else None
         self.links = {Direction.UP: LinkConfig(), Direction.DOWN: LinkConfig()}
         self._shaping = False
 
@@ -306,6 +395,10 @@ class OwnPath:
         return self._rebind
 
     async def _impair(self, direction: str = "both", **fields: Any) -> dict[str, Any]:
+        if self.netem is not None:
+            return await self.netem.impair(direction, **fields)
+        if self.lab.impairment is not Impairment.NETEM:
+            raise NatError("this caller runs without impairment (RTCLAB_IMPAIRMENT=none)")
         request = parse_impair({"direction": direction, **fields})
         device = self.lab.services.interface
         if not self._shaping:
@@ -319,21 +412,32 @@ class OwnPath:
         return {d.value: config_json(self.links[d]) for d in Direction}
 
     async def _rebind(self, mode: str = "port", caller: str | None = None) -> list[dict[str, str]]:
-        await self.lab.ensure_nat()
+        # All calls of the caller container share its NAT: one rebind moves them all.
         return await self.nat.rebind(mode)
 
     async def state(self) -> dict[str, Any]:
-        return {
+        state: dict[str, Any] = {
             "lab": "compose",
-            "impairments": {d.value: config_json(self.links[d]) for d in Direction},
+            "impairment": self.lab.impairment.value,
             "mappings": [
                 {"inside": f"{m.inside[0]}:{m.inside[1]}", "public": f"{m.public[0]}:{m.public[1]}"}
                 for m in await self.nat.mappings()
             ],
         }
+        if self.netem is not None:
+            emulated = await self.netem.state()
+            state["overhead"] = emulated.get("overhead")
+            state["emulator"] = emulated
+        else:
+            state["impairments"] = {d.value: config_json(self.links[d]) for d in Direction}
+        return state
 
     async def close(self) -> None:
         await self.nat.close()
+        if self.netem is not None:
+            await self.netem.close()
+        if self.emulator is not None:
+            await asyncio.to_thread(self.emulator.stop)
         if self._shaping:
             for argv in own_interface_teardown(self.lab.services.interface, IFB_DEVICE):
                 await sh(argv, check=False)
