@@ -28,17 +28,22 @@ ENV PIP_NO_CACHE_DIR=1 \
 COPY --from=wheels /wheels /wheels
 WORKDIR /src
 COPY pyproject.toml README.md ./
+# The dependencies as pyproject.toml pins them (aiortc/aioice to the versions whose
+# internals webrtc_server/aioice_patch.py relies on), in a layer of their own: a change
+# to the code does not install them again.  (With no packages copied yet, `.` is an
+# empty rtclab, removed at once.)
+RUN python3 -m venv /opt/rtclab \
+    && if [ -n "$(ls -A /wheels)" ]; then source="--no-index --find-links /wheels"; fi \
+    && /opt/rtclab/bin/pip install $source . \
+    && /opt/rtclab/bin/pip uninstall -y rtclab
 COPY wire ./wire
 COPY agent ./agent
 COPY stun_lb ./stun_lb
 COPY webrtc_server ./webrtc_server
 COPY signaling ./signaling
 COPY lab ./lab
-# The dependencies as pyproject.toml pins them (aiortc/aioice to the versions whose
-# internals webrtc_server/aioice_patch.py relies on).
-RUN python3 -m venv /opt/rtclab \
-    && if [ -n "$(ls -A /wheels)" ]; then source="--no-index --find-links /wheels"; fi \
-    && /opt/rtclab/bin/pip install $source . \
+RUN if [ -n "$(ls -A /wheels)" ]; then source="--no-index --find-links /wheels"; fi \
+    && /opt/rtclab/bin/pip install --no-deps $source . \
     && /opt/rtclab/bin/rtclab --version
 
 FROM ${BASE_IMAGE}

@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = "docker-compose.yml"
 DEFAULT_PROJECT = "rtclab"
 CALLER = "caller"
+# Run "$@" in the caller, then give /reports to $OWNER; exit with the command's status.
+REPORTS_BACK = '"$@"; code=$?; [ -z "$OWNER" ] || chown -R "$OWNER" /reports; exit $code'
 
 
 class ComposeError(RuntimeError):
@@ -188,7 +190,6 @@ class ComposeProject:
         writes into the reports volume would be root's: ``owner`` (uid:gid) gets
         it back, whatever the command's exit status.
         """
-        script = '"$@"; code=$?; [ -z "$OWNER" ] || chown -R "$OWNER" /reports; exit $code'
         return [
             "run",
             "--rm",
@@ -199,7 +200,7 @@ class ComposeProject:
             CALLER,
             "sh",
             "-c",
-            script,
+            REPORTS_BACK,
             "sh",
             *command,
         ]

@@ -46,12 +46,12 @@ def command(netns: bool) -> None:
     Namespaces, links and rules are always removed afterwards.
 
     \b
-    The compose lab needs no command here: `docker compose run caller rtclab
-    scenario run ip-change` (see docs/labs.md).
+    The compose lab has its own command: `scripts/compose ip-change` (see
+    docs/labs.md).
     """
     if not netns:
         raise click.UsageError(
-            "choose the lab: --netns (the compose lab runs with docker compose; see docs/labs.md)"
+            "choose the lab: --netns (the compose lab runs with scripts/compose; see docs/labs.md)"
         )
 
 
