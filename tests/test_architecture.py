@@ -5,6 +5,8 @@
 - the three servers never import one another (they talk HTTP and UDP) nor the lab;
   they share ``wire`` and ``agent``;
 - every ``core`` package imports only the standard library, numpy, ``wire`` and itself;
+- the compose lab's caller side (what runs inside the image) imports none of its
+  Docker-driving host side;
 - the lab starts servers but reaches into none of their internals: from a server
   it may import only the click command (to register it),
   ``webrtc_server.aioice_patch`` (the one place that knows aiortc's private parts)
@@ -110,3 +112,13 @@ def test_lab_reaches_into_no_server() -> None:
                     module == allowed or module.startswith(allowed + ".")
                     for allowed in LAB_MAY_IMPORT
                 ), f"{path.relative_to(ROOT)} imports {module}"
+
+
+# The compose lab's host side drives Docker; its caller side runs inside the image.
+COMPOSE_HOST_SIDE = ("lab.compose.cli", "lab.compose.images", "lab.compose.project")
+
+
+@pytest.mark.parametrize("name", ["caller.py", "probe.py", "passes.py"])
+def test_the_compose_caller_side_needs_no_docker(name: str) -> None:
+    for module in imports_of(ROOT / "lab" / "compose" / name):
+        assert not module.startswith(COMPOSE_HOST_SIDE), f"lab/compose/{name} imports {module}"

@@ -44,9 +44,9 @@ import aiohttp
 from lab.netem.client import NetemControl
 from lab.netem.core import Direction, LinkConfig
 from lab.netem.impair import apply, config_json, parse_impair
-from lab.netns.emulator import Emulator
+from lab.netns.emulator import Emulator, close_path, path_state
 from lab.netns.nat import NatControl, NatError, sh
-from lab.netns.plan import TABLE, Impairment, own_nat_ruleset
+from lab.netns.plan import TABLE, Impairment, conntrack_delete, own_nat_ruleset
 from lab.netns.shaping import own_interface_netem, own_interface_setup, own_interface_teardown
 from lab.scenarios.model import CallPlan, Run
 from lab.stack import Stack, StackConfig, StackError, free_port, source_address_towards
@@ -330,6 +330,10 @@ class ComposeLab:
     def path(self, stack: Stack) -> OwnPath:
         """The run's path, set up before its calls start: the NAT, and the emulator if used."""
         self.ensure_nat()
+        # Runs follow one another here, all towards the same relay port: what an earlier
+        # run's sockets left in conntrack is not this run's to move (nor to report).
+        relay_host, relay_port = self.services.relay
+        subprocess.run(conntrack_delete(relay_host, relay_port), capture_output=True, check=False)
         emulator = None
         if self.impairment is Impairment.EMULATOR:
             emulator = self._start_emulator(stack.log_dir / "netem.log")
@@ -416,28 +420,12 @@ class OwnPath:
         return await self.nat.rebind(mode)
 
     async def state(self) -> dict[str, Any]:
-        state: dict[str, Any] = {
-            "lab": "compose",
-            "impairment": self.lab.impairment.value,
-            "mappings": [
-                {"inside": f"{m.inside[0]}:{m.inside[1]}", "public": f"{m.public[0]}:{m.public[1]}"}
-                for m in await self.nat.mappings()
-            ],
-        }
-        if self.netem is not None:
-            emulated = await self.netem.state()
-            state["overhead"] = emulated.get("overhead")
-            state["emulator"] = emulated
-        else:
-            state["impairments"] = {d.value: config_json(self.links[d]) for d in Direction}
-        return state
+        return await path_state(
+            "compose", self.lab.impairment.value, self.nat, self.netem, self.links
+        )
 
     async def close(self) -> None:
-        await self.nat.close()
-        if self.netem is not None:
-            await self.netem.close()
-        if self.emulator is not None:
-            await asyncio.to_thread(self.emulator.stop)
+        await close_path(self.nat, self.netem, self.emulator)
         if self._shaping:
             for argv in own_interface_teardown(self.lab.services.interface, IFB_DEVICE):
                 await sh(argv, check=False)

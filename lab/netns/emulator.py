@@ -20,15 +20,21 @@ emulator port) are part of the lab's NAT table (lab/netns/plan.py).
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
+from lab.netem.client import NetemControl
+from lab.netem.core import Direction, LinkConfig
+from lab.netem.impair import config_json
 from lab.netns.host import die_with_parent
+from lab.netns.nat import NatControl
 from lab.netns.plan import TABLE, in_namespace
 
 EMULATOR_READY_S = 20.0  # a cold `python -m lab.netem` imports aiohttp: a second or two
@@ -133,3 +139,42 @@ class Emulator:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+# --- what a real-network lab's path reports and releases, emulator or not ---------------
+
+
+async def path_state(
+    lab: str,
+    impairment: str,
+    nat: NatControl,
+    netem: NetemControl | None,
+    links: Mapping[Direction, LinkConfig],
+) -> dict[str, Any]:
+    """A path's state for the runner: the NAT's mappings, and the emulator's or netem's."""
+    state: dict[str, Any] = {
+        "lab": lab,
+        "impairment": impairment,
+        "mappings": [
+            {"inside": f"{m.inside[0]}:{m.inside[1]}", "public": f"{m.public[0]}:{m.public[1]}"}
+            for m in await nat.mappings()
+        ],
+    }
+    if netem is not None:
+        emulated = await netem.state()
+        state["overhead"] = emulated.get("overhead")
+        state["emulator"] = emulated
+    else:
+        state["impairments"] = {d.value: config_json(links[d]) for d in Direction}
+    return state
+
+
+async def close_path(
+    nat: NatControl, netem: NetemControl | None, emulator: Emulator | None
+) -> None:
+    """Finish the NAT's records and undo its moves; stop the run's emulator, if any."""
+    await nat.close()
+    if netem is not None:
+        await netem.close()
+    if emulator is not None:
+        await asyncio.to_thread(emulator.stop)

@@ -19,7 +19,6 @@ environment (``RTCLAB_NETNS``).  There, :class:`NetnsLab`:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
@@ -29,7 +28,7 @@ from typing import Any
 from lab.netem.client import NetemControl
 from lab.netem.core import Direction, LinkConfig
 from lab.netem.impair import apply, config_json, parse_impair
-from lab.netns.emulator import Emulator
+from lab.netns.emulator import Emulator, close_path, path_state
 from lab.netns.nat import NatControl, NatError, sh
 from lab.netns.plan import LAN_DEVICE, WAN_DEVICE, Impairment, Plan
 from lab.netns.shaping import class_commands, class_netem
@@ -211,25 +210,9 @@ class NetnsPath:
         return await self.nat.rebind(mode)
 
     async def state(self) -> dict[str, Any]:
-        state: dict[str, Any] = {
-            "lab": "netns",
-            "impairment": self.lab.plan.impairment.value,
-            "mappings": [
-                {"inside": f"{m.inside[0]}:{m.inside[1]}", "public": f"{m.public[0]}:{m.public[1]}"}
-                for m in await self.nat.mappings()
-            ],
-        }
-        if self.netem is not None:
-            emulated = await self.netem.state()
-            state["overhead"] = emulated.get("overhead")
-            state["emulator"] = emulated
-        else:
-            state["impairments"] = {d.value: config_json(self.links[d]) for d in Direction}
-        return state
+        return await path_state(
+            "netns", self.lab.plan.impairment.value, self.nat, self.netem, self.links
+        )
 
     async def close(self) -> None:
-        await self.nat.close()
-        if self.netem is not None:
-            await self.netem.close()
-        if self.emulator is not None:
-            await asyncio.to_thread(self.emulator.stop)
+        await close_path(self.nat, self.netem, self.emulator)

@@ -128,6 +128,44 @@ def test_the_relay_publishes_one_udp_port(env: dict[str, str]) -> None:
     assert udp == [("relay", 3478)]
 
 
+PROMETHEUS_TARGETS = """
+import json, time, urllib.request
+deadline = time.monotonic() + 60
+while True:
+    found = json.load(urllib.request.urlopen("http://prometheus:9090/api/v1/targets"))
+    targets = {t["scrapeUrl"]: t["health"] for t in found["data"]["activeTargets"]}
+    if all(h == "up" for h in targets.values()) or time.monotonic() > deadline:
+        break
+    time.sleep(1)
+flows = urllib.request.urlopen(
+    "http://prometheus:9090/api/v1/query?query=rtclab_lb_flows_created_total"
+)
+print(json.dumps({"targets": targets, "flows": json.load(flows)["data"]["result"]}))
+"""
+
+
+def test_prometheus_scrapes_every_part(env: dict[str, str]) -> None:
+    argv = [*compose_command(), "-p", env["COMPOSE_PROJECT_NAME"], "exec", "-T", "relay"]
+    out = subprocess.run(
+        [*argv, "python", "-c", PROMETHEUS_TARGETS],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    ).stdout
+    found = json.loads(out)
+    assert set(found["targets"]) == {
+        "http://relay:9478/metrics",
+        "http://media-1:8101/metrics",
+        "http://media-2:8102/metrics",
+        "http://signaling:8080/metrics",
+    }
+    assert set(found["targets"].values()) == {"up"}
+    # The relay's own counters, as a user of the lab watches them: the call above opened a flow.
+    assert found["flows"] and float(found["flows"][0]["value"][1]) >= 1
+
+
 def test_ip_change_and_nat_rebind_in_containers(env: dict[str, str], tmp_path: Path) -> None:
     lab(env, "run", "ip-change", "nat-rebind", "--quick", "--out", str(tmp_path))
     # `run` takes the stack down when it is done.
