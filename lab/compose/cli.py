@@ -175,10 +175,10 @@ def up(images: str) -> None:
     except ComposeError as exc:
         raise _fail(exc) from exc
     ports = {
-        "relay (udp)": project.published("relay", "3478/udp"),
-        "relay admin": project.published("relay", "9478"),
-        "signaling": project.published("signaling", "8080"),
-        "prometheus": project.published("prometheus", "9090"),
+        "relay (udp)": project.published("relay", 3478, "udp"),
+        "relay admin": project.published("relay", 9478),
+        "signaling": project.published("signaling", 8080),
+        "prometheus": project.published("prometheus", 9090),
     }
     click.echo(json.dumps({"project": project.name, "published": ports}))
 

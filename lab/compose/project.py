@@ -178,9 +178,10 @@ class ComposeProject:
         env = {key: str(value) for key, value in (service.get("environment") or {}).items()}
         return ComposeServices.from_environment(env)
 
-    def published(self, service: str, port: str) -> list[str]:
+    def published(self, service: str, port: int, protocol: str = "tcp") -> list[str]:
         """Host addresses a service's port is published on (``docker compose port``)."""
-        done = self.run("port", "--index", "1", service, port, capture=True, check=False)
+        argv = ("port", "--protocol", protocol, service, str(port))
+        done = self.run(*argv, capture=True, check=False)
         return [line.strip() for line in done.stdout.splitlines() if line.strip()]
 
     def caller_argv(self, command: Sequence[str], owner: str | None) -> list[str]:

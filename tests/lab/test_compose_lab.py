@@ -81,7 +81,16 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         **{f"RTCLAB_{name}_PUBLISH": "127.0.0.1:0" for name in PUBLISH},
     }
     try:
-        lab(env, "up")
+        up = subprocess.run(
+            [sys.executable, "-m", "lab.compose", "up"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT_S,
+            check=False,
+        )
+        if up.returncode != 0:  # no images (no registry, and no root to debootstrap)...
+            _unavailable(f"the compose lab did not come up: {up.stderr.strip()[-1500:]}")
         yield env
     finally:
         subprocess.run([sys.executable, "-m", "lab.compose", "down"], env=env, check=False)
