@@ -1,7 +1,7 @@
 """Which stacks a set of scenarios asks of the compose lab: one pass for each.
 
 The compose stack is fixed while it runs: one relay with one ``--rebind``
-policy and one kind of flow state.  A scenario whose runs compare policies
+policy, one ``--forward`` mode and one kind of flow state.  A scenario whose runs compare policies
 (ip-change: off, verified, ssrc) is therefore run once per policy, each pass
 against the relay restarted with that policy; the caller skips the runs a pass
 cannot serve, and the passes' results are merged into one report
@@ -24,18 +24,36 @@ REDIS_STATE = "redis://redis:6379/0"  # the compose file's Redis service
 
 @dataclass(frozen=True, slots=True, order=True)
 class Pass:
-    """The relay settings one pass runs with."""
+    """The stack settings one pass runs with (what docker-compose.yml reads)."""
 
     rebind: str = "off"
     state: str = "memory"  # memory | redis
+    forward: str = "nat"  # nat | encap
+    media_socket: str = "shared"  # shared | per-session
 
     @classmethod
     def of(cls, run: Run) -> Pass:
-        return cls(str(run.stack.get("rebind", "off")), str(run.stack.get("state", "memory")))
+        stack = run.stack
+        return cls(
+            str(stack.get("rebind", "off")),
+            str(stack.get("state", "memory")),
+            str(stack.get("forward", "nat")),
+            str(stack.get("media_socket", "shared")),
+        )
 
     @property
     def label(self) -> str:
-        return f"rebind={self.rebind}" + (f", state={self.state}" if self.state != "memory" else "")
+        """``rebind=off``, with the other settings where they are not the default."""
+        extra = [
+            f"{name}={value}"
+            for name, value, default in (
+                ("state", self.state, "memory"),
+                ("forward", self.forward, "nat"),
+                ("media-socket", self.media_socket, "shared"),
+            )
+            if value != default
+        ]
+        return ", ".join([f"rebind={self.rebind}", *extra])
 
     @property
     def slug(self) -> str:
@@ -49,10 +67,21 @@ class Pass:
 
     def environment(self) -> dict[str, str]:
         """docker-compose.yml's settings for this pass."""
-        return {"RTCLAB_REBIND": self.rebind, "RTCLAB_STATE": self.relay_state}
+        return {
+            "RTCLAB_REBIND": self.rebind,
+            "RTCLAB_STATE": self.relay_state,
+            "RTCLAB_FORWARD": self.forward,
+            "RTCLAB_MEDIA_SOCKET": self.media_socket,
+        }
 
     def services(self, base: ComposeServices) -> ComposeServices:
-        return dataclasses.replace(base, rebind=self.rebind, state=self.relay_state)
+        return dataclasses.replace(
+            base,
+            rebind=self.rebind,
+            state=self.relay_state,
+            forward=self.forward,
+            media_socket=self.media_socket,
+        )
 
 
 def plan_passes(

@@ -160,7 +160,13 @@ def test_a_pass_per_relay_policy_the_scenarios_compare() -> None:
     passes = plan_passes(mobility, True, SERVICES)
     assert [p.label for p, _ in passes] == ["rebind=off", "rebind=ssrc", "rebind=verified"]
     assert all([s.name for s in chosen] == ["ip-change", "nat-rebind"] for _, chosen in passes)
-    assert passes[1][0].environment() == {"RTCLAB_REBIND": "ssrc", "RTCLAB_STATE": "memory"}
+    assert passes[1][0].environment() == {
+        "RTCLAB_REBIND": "ssrc",
+        "RTCLAB_STATE": "memory",
+        "RTCLAB_FORWARD": "nat",
+        "RTCLAB_MEDIA_SOCKET": "shared",
+    }
+    assert Pass("off", forward="encap").label == "rebind=off, forward=encap"
     assert Pass("off", "redis").environment()["RTCLAB_STATE"] == "redis://redis:6379/0"
     assert Pass("verified", "redis").slug == "rebind-verified-state-redis"
 
