@@ -29,6 +29,7 @@ MAGIC_COOKIE = 0x2112A442
 FINGERPRINT_XOR = 0x5354554E  # "STUN", RFC 8489 section 14.7
 
 _HEADER = struct.Struct("!HHI12s")
+_COOKIE_BYTES = MAGIC_COOKIE.to_bytes(4, "big")
 _ATTR_HEADER = struct.Struct("!HH")
 
 
@@ -283,6 +284,20 @@ def _split_type(msg_type: int) -> tuple[int, MessageClass]:
     method = (msg_type & 0x000F) | ((msg_type & 0x00E0) >> 1) | ((msg_type & 0x3E00) >> 2)
     cls = ((msg_type & 0x0010) >> 4) | ((msg_type & 0x0100) >> 7)
     return method, MessageClass(cls)
+
+
+def request_transaction_id(data: bytes | bytearray | memoryview) -> bytes | None:
+    """The transaction id of a STUN request, read from the header alone; else None.
+
+    For a relay's fast path, where a full :func:`parse` per datagram would cost
+    more than forwarding it: checks only the length, the cookie and the class
+    bits.  Anything it returns a value for, :func:`parse` may still refuse.
+    """
+    if len(data) < HEADER_LENGTH or data[0] & 0xC1 or data[1] & 0x10:
+        return None  # too short, the two top bits set, or not a request (class bits)
+    if bytes(data[4:8]) != _COOKIE_BYTES:
+        return None
+    return bytes(data[8:20])
 
 
 def parse(data: bytes) -> StunMessage:

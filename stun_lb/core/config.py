@@ -102,6 +102,13 @@ class RelayConfig:
     # The backend answers a forwarded check within milliseconds and every
     # retransmission refreshes the entry, so a few seconds is generous.
     pending_check_ttl_s: float = 5.0
+    # Check transaction ids remembered per flow, so a captured check replayed
+    # from another address cannot move the flow (rebind verified/ssrc).  A
+    # client checks every 2-5 s (consent, RFC 7675), retransmitting with the same
+    # id: 32 covers the last one to three minutes in ~3 KiB per flow.  An older
+    # check replayed still moves the flow: STUN carries no freshness, and the
+    # media server answers any check its password signed (docs/reliability.md).
+    checks_per_flow: int = 32
     # Kernel socket buffers: absorb bursts while the loop is busy elsewhere
     # (the kernel caps this at net.core.rmem_max / wmem_max).
     socket_buffer_bytes: int = 4 * 1024 * 1024

@@ -57,6 +57,7 @@ DROP_REASONS = (
     "bad_integrity",  # --verify-integrity: MESSAGE-INTEGRITY does not match
     "table_full",  # --max-flows reached: new flows are refused
     "rebind_conflict",  # a verified move towards an address another flow now owns
+    "replayed_check",  # a check whose transaction id the flow already had from another address
     "flow_closed",  # the backend sent on a flow the relay had just closed
     "upstream_open_failed",  # the shell could not open the upstream socket
     "send_failed",  # the kernel refused a send (buffer full, ICMP unreachable, ...)

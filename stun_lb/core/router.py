@@ -7,6 +7,8 @@ One datagram's path::
                     --STUN?--> parse, USERNAME, route token, [integrity]
                                   session known and rebind on  -> ForwardUp(its flow),
                                                                   remember the transaction
+                                  ...its transaction id already
+                                     seen from another address -> Drop(replayed_check)
                                   shared state, not looked up  -> Held + LookupRequested
                                   otherwise                    -> FlowOpened + ForwardUp
                     --RTP with a known SSRC (rebind ssrc)----- -> ClientMoved + ForwardUp
@@ -98,7 +100,7 @@ class Router:
     def __init__(self, config: RelayConfig) -> None:
         """``config.backends`` maps ids to hosts as configured; the shell resolves them."""
         self.config = config
-        self.table = FlowTable(config.idle_timeout_s, config.max_flows)
+        self.table = FlowTable(config.idle_timeout_s, config.max_flows, config.checks_per_flow)
         self.counters = Counters()
         # Flow-table changes for the shell, in order; drained by pop_events().
         self.events: list[Event] = []
@@ -108,6 +110,8 @@ class Router:
         # encap: set by on_listening before the first datagram.
         self._public: Address | None = None
         self._backend_hosts: frozenset[str] = frozenset()
+        # A policy that moves flows on checks remembers which address sent each one.
+        self._remember_checks = config.rebind is not RebindPolicy.OFF
         self._packets_up = self.counters.packets[UP]
         self._bytes_up = self.counters.bytes[UP]
         self._packets_down = self.counters.packets[DOWN]
@@ -173,6 +177,10 @@ class Router:
             ssrc = rtp_ssrc(data)
             if ssrc is not None and ssrc not in flow.ssrcs:
                 self.table.learn_ssrc(flow, ssrc)
+        elif self._remember_checks and kind == STUN:
+            transaction_id = stun.request_transaction_id(data)
+            if transaction_id is not None:
+                self.table.remember_check(flow, transaction_id, client)
         return flow.forward_up
 
     def on_backend_datagram(self, flow_id: int, data: Datagram, now: float) -> Decision:
@@ -453,8 +461,18 @@ class Router:
 
         The backend sees its usual peer; if it accepts the check (a Binding
         success with the same transaction id), the flow moves to ``client``.
+
+        A transaction id the flow already had from another address is a replay:
+        a client that really moved sends new transactions from its new address,
+        while whoever copied a check off the wire can only send it again.  The
+        media server would answer the copy (it answers any check its password
+        signed), so the relay refuses it first.
         """
         pending = flow.pending
+        asked = pending.get(transaction_id)
+        first = self.table.remember_check(flow, transaction_id, client)
+        if first != client or (asked is not None and asked.client != client):
+            return self._drop("replayed_check")
         for tid in [tid for tid, check in pending.items() if check.expires_at <= now]:
             del pending[tid]
         pending.pop(transaction_id, None)  # a retransmission goes to the back

@@ -67,6 +67,10 @@ class Flow:
     ssrcs: set[int] = field(default_factory=set)
     # transaction id -> the new address the check came from (rebind verified/ssrc)
     pending: dict[bytes, PendingCheck] = field(default_factory=dict)
+    # The transaction ids of the newest checks forwarded on this flow, each with
+    # the address it came from, oldest first (rebind verified/ssrc): a check
+    # replayed from another address is refused (see Router._forward_check_for_move).
+    checks: dict[bytes, Address] = field(default_factory=dict)
     # The peer address the backend sees (and what a shared-state entry records):
     # nat, the relay's end of the upstream socket once the shell has opened it;
     # encap, the client address the header names (the client's first address:
@@ -89,9 +93,10 @@ class Flow:
 
 
 class FlowTable:
-    def __init__(self, idle_timeout_s: float, max_flows: int) -> None:
+    def __init__(self, idle_timeout_s: float, max_flows: int, checks_per_flow: int = 32) -> None:
         self.idle_timeout_s = idle_timeout_s
         self.max_flows = max_flows
+        self.checks_per_flow = checks_per_flow
         self._flows: dict[int, Flow] = {}
         self._by_client: dict[Address, Flow] = {}
         self._by_session: dict[SessionKey, Flow] = {}
@@ -162,6 +167,21 @@ class FlowTable:
         self._by_upstream[upstream] = flow
         flow.encap_header = header
         flow.decap = Decap(flow.client, len(header))
+
+    def remember_check(self, flow: Flow, transaction_id: bytes, source: Address) -> Address:
+        """Record that ``source`` sent check ``transaction_id``; return who sent it first.
+
+        Only the newest :attr:`checks_per_flow` are kept: a retransmission keeps
+        its place, a new transaction pushes out the oldest.
+        """
+        checks = flow.checks
+        first = checks.get(transaction_id)
+        if first is not None:
+            return first
+        if len(checks) >= self.checks_per_flow:
+            del checks[next(iter(checks))]
+        checks[transaction_id] = source
+        return source
 
     def learn_ssrc(self, flow: Flow, ssrc: int) -> None:
         """Remember that ``flow``'s client sends ``ssrc``; the first flow to claim one keeps it."""

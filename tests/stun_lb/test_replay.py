@@ -3,12 +3,17 @@
 Mallory has seen one of Alice's connectivity checks on the wire (same Wi-Fi, a
 mirror port) and sends the very same bytes from her own address.  The check is
 genuine: its route token, USERNAME and MESSAGE-INTEGRITY are Alice's, so
-``--verify-integrity`` passes it.  The relay forwards it on Alice's upstream
-socket; the media server answers every valid check (aioice keeps no record of
-the requests it answered), and its Binding success carries the check's
-transaction id -- so before the fix the relay moved Alice's flow to Mallory.
+``--verify-integrity`` passes it.  The relay forwards a check naming a known
+session on that session's upstream socket, and the media server answers every
+valid check (aioice keeps no record of the requests it answered) with the
+check's transaction id -- so the relay used to move Alice's flow to Mallory.
+It now remembers, per flow, which address sent each recent transaction id and
+refuses the same id from another one (``replayed_check``).
 
-Each test is the attack as a story; they are marked ``attack``.
+Each test is the attack as a story (marked ``attack``): it succeeded before
+the fix and must fail now.  What the fix does not cover (a check older than
+the remembered window; ``--rebind ssrc``'s RTP moves) is in
+``test_what_the_fix_does_not_cover`` and docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Any
 import pytest
 
 from stun_lb.core.config import RebindPolicy, RelayConfig
-from stun_lb.core.events import ClientMoved, ForwardDown, ForwardUp
+from stun_lb.core.events import ClientMoved, Drop, FlowOpened, ForwardDown, ForwardUp
 from stun_lb.core.router import Router
 from tests.stun_lb.packets import SECRET, Session, new_tid, rtp
 
@@ -40,11 +45,12 @@ def make_router(**changes: Any) -> Router:
 def alice_calls(router: Router, session: Session) -> int:
     router.on_client_datagram(session.check(), ALICE, 0.0)
     [opened] = router.pop_events()
-    return opened.flow_id  # type: ignore[union-attr]
+    assert isinstance(opened, FlowOpened)
+    return opened.flow_id
 
 
 @pytest.mark.parametrize("policy", [RebindPolicy.VERIFIED, RebindPolicy.SSRC])
-def test_a_replayed_consent_check_moves_alices_flow_to_mallory(policy: RebindPolicy) -> None:
+def test_a_replayed_consent_check_does_not_move_alices_flow(policy: RebindPolicy) -> None:
     router = make_router(rebind=policy)
     session = Session()
     flow_id = alice_calls(router, session)
@@ -53,17 +59,17 @@ def test_a_replayed_consent_check_moves_alices_flow_to_mallory(policy: RebindPol
     tid = new_tid()
     check = session.check(tid)
     assert router.on_client_datagram(check, ALICE, 5.0) == ForwardUp(flow_id)
-    # t=5.001: Mallory sends the same bytes from her address.
-    router.on_client_datagram(check, MALLORY, 5.001)
-    # The backend answers each copy; the answers carry the same transaction id.
-    router.on_backend_datagram(flow_id, session.success(tid), 5.002)
-    router.on_backend_datagram(flow_id, session.success(tid), 5.003)
+    # t=5.001: Mallory sends the same bytes from her address: refused, not forwarded.
+    assert router.on_client_datagram(check, MALLORY, 5.001) == Drop("replayed_check")
+    # The backend answers Alice's check; the answer goes to Alice, nothing moves.
+    assert router.on_backend_datagram(flow_id, session.success(tid), 5.002) == ForwardDown(ALICE)
 
-    assert router.pop_events() == [ClientMoved(flow_id, ALICE, MALLORY, "stun_success")]
-    assert router.on_backend_datagram(flow_id, rtp(), 5.1) == ForwardDown(MALLORY)
+    assert router.pop_events() == []
+    assert router.on_backend_datagram(flow_id, rtp(), 5.1) == ForwardDown(ALICE)
+    assert router.counters.drops["replayed_check"] == 1
 
 
-def test_a_replay_of_alices_own_move_check_takes_the_flow_from_her() -> None:
+def test_a_replay_of_alices_own_move_check_does_not_take_the_flow_from_her() -> None:
     router = make_router()
     session = Session()
     flow_id = alice_calls(router, session)
@@ -75,14 +81,13 @@ def test_a_replay_of_alices_own_move_check_takes_the_flow_from_her() -> None:
     router.on_backend_datagram(flow_id, session.success(tid), 10.001)
     assert router.pop_events() == [ClientMoved(flow_id, ALICE, ALICE_MOVED, "stun_success")]
 
-    # t=10.5: Mallory replays that check; the backend answers it again.
-    router.on_client_datagram(check, MALLORY, 10.5)
-    router.on_backend_datagram(flow_id, session.success(tid), 10.501)
+    # t=10.5: Mallory replays that check.
+    assert router.on_client_datagram(check, MALLORY, 10.5) == Drop("replayed_check")
+    assert router.pop_events() == []
+    assert router.on_backend_datagram(flow_id, rtp(), 10.6) == ForwardDown(ALICE_MOVED)
 
-    assert router.pop_events() == [ClientMoved(flow_id, ALICE_MOVED, MALLORY, "stun_success")]
 
-
-def test_a_replay_racing_alices_move_check_wins_the_move() -> None:
+def test_a_replay_racing_alices_move_check_does_not_win_the_move() -> None:
     router = make_router()
     session = Session()
     flow_id = alice_calls(router, session)
@@ -90,7 +95,66 @@ def test_a_replay_racing_alices_move_check_wins_the_move() -> None:
     tid = new_tid()
     check = session.check(tid)
     router.on_client_datagram(check, ALICE_MOVED, 10.0)
-    router.on_client_datagram(check, MALLORY, 10.0005)  # before the backend answers
+    assert router.on_client_datagram(check, MALLORY, 10.0005) == Drop("replayed_check")
     router.on_backend_datagram(flow_id, session.success(tid), 10.001)
 
+    assert router.pop_events() == [ClientMoved(flow_id, ALICE, ALICE_MOVED, "stun_success")]
+
+
+def test_retransmissions_from_the_same_new_address_still_move_the_flow() -> None:
+    router = make_router()
+    session = Session()
+    flow_id = alice_calls(router, session)
+
+    tid = new_tid()
+    check = session.check(tid)
+    for at in (10.0, 10.5, 11.5):  # the first two were lost on the way back
+        assert router.on_client_datagram(check, ALICE_MOVED, at) == ForwardUp(flow_id)
+    router.on_backend_datagram(flow_id, session.success(tid), 11.501)
+    assert router.pop_events() == [ClientMoved(flow_id, ALICE, ALICE_MOVED, "stun_success")]
+    assert router.counters.drops["replayed_check"] == 0
+
+
+def test_the_memory_is_bounded_per_flow() -> None:
+    router = make_router(checks_per_flow=4)
+    session = Session()
+    flow_id = alice_calls(router, session)
+    tids = [new_tid() for _ in range(10)]
+    for at, tid in enumerate(tids, start=1):
+        router.on_client_datagram(session.check(tid), ALICE, float(at))
+    flow = router.table.get(flow_id)
+    assert flow is not None and list(flow.checks) == tids[-4:]
+    assert set(flow.checks.values()) == {ALICE}
+
+
+def test_what_the_fix_does_not_cover() -> None:
+    """A check older than the remembered window still moves the flow: STUN carries
+    no freshness and the media server answers it.  Stated here so a change in
+    either direction is seen."""
+    router = make_router(checks_per_flow=4)
+    session = Session()
+    flow_id = alice_calls(router, session)
+    old_tid = new_tid()
+    old_check = session.check(old_tid)
+    router.on_client_datagram(old_check, ALICE, 1.0)
+    for at in range(2, 7):  # five newer consent checks push it out of memory
+        router.on_client_datagram(session.check(), ALICE, float(at))
+
+    assert router.on_client_datagram(old_check, MALLORY, 7.0) == ForwardUp(flow_id)
+    router.on_backend_datagram(flow_id, session.success(old_tid), 7.001)
     assert router.pop_events() == [ClientMoved(flow_id, ALICE, MALLORY, "stun_success")]
+
+
+def test_rebind_off_keeps_no_memory_and_opens_a_new_flow_as_published() -> None:
+    router = make_router(rebind=RebindPolicy.OFF)
+    session = Session()
+    flow_id = alice_calls(router, session)
+    check = session.check()
+    router.on_client_datagram(check, ALICE, 5.0)
+    flow = router.table.get(flow_id)
+    assert flow is not None and flow.checks == {}
+    # The published design's own exposure: a replay opens Mallory a flow of her own,
+    # and the backend keeps sending to the peer it nominated (Alice's flow).
+    decision = router.on_client_datagram(check, MALLORY, 5.001)
+    assert isinstance(decision, ForwardUp) and decision.flow_id != flow_id
+    assert router.on_backend_datagram(flow_id, rtp(), 5.1) == ForwardDown(ALICE)

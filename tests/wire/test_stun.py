@@ -204,3 +204,30 @@ def test_a_changed_byte_under_the_hmac_never_passes_integrity(position: int, byt
     except StunError:
         return
     assert not stun.check_integrity(msg, bytes(data), RFC5769_PASSWORD)
+
+
+def test_request_transaction_id_reads_requests_only_from_the_header() -> None:
+    tid = b"0123456789ab"
+    request = stun.binding_request(tid, "a:b", "pw")
+    success = stun.binding_success(tid, ("192.0.2.1", 1), "pw")
+    indication = stun.build(stun.Method.BINDING, stun.MessageClass.INDICATION, tid)
+    assert stun.request_transaction_id(request) == tid
+    assert stun.request_transaction_id(memoryview(request)) == tid
+    assert stun.request_transaction_id(success) is None
+    assert stun.request_transaction_id(indication) is None
+    assert stun.request_transaction_id(request[:19]) is None
+    bad_cookie = request[:4] + b"\x00\x00\x00\x00" + request[8:]
+    assert stun.request_transaction_id(bad_cookie) is None
+    assert stun.request_transaction_id(b"\xc0" + request[1:]) is None
+
+
+@given(st.binary(min_size=20, max_size=120))
+def test_request_transaction_id_never_names_what_parse_calls_another_class(data: bytes) -> None:
+    tid = stun.request_transaction_id(data)
+    try:
+        message = stun.parse(data)
+    except StunError:
+        return
+    assert (tid is not None) == message.is_request
+    if tid is not None:
+        assert tid == message.transaction_id
