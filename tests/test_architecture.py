@@ -10,7 +10,10 @@
 - the lab starts servers but reaches into none of their internals: from a server
   it may import only the click command (to register it),
   ``webrtc_server.aioice_patch`` (the one place that knows aiortc's private parts)
-  and ``webrtc_server.media`` (the audio track edges a caller shares).
+  and ``webrtc_server.media`` (the audio track edges a caller shares);
+- the fuzz targets (``fuzz``) reach only the parsers: ``wire`` and the servers'
+  pure ``core`` packages, never a server's I/O or the lab; the lab may read
+  ``fuzz.target`` (what the capture tool writes seeds for) and nothing else of it.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-OURS = {"wire", "agent", "stun_lb", "webrtc_server", "signaling", "lab"}
+OURS = {"wire", "agent", "stun_lb", "webrtc_server", "signaling", "lab", "fuzz"}
 SERVERS = {"stun_lb", "webrtc_server", "signaling"}
 LAB_MAY_IMPORT = {
     "stun_lb.cli",
@@ -122,3 +125,24 @@ COMPOSE_HOST_SIDE = ("lab.compose.cli", "lab.compose.images", "lab.compose.proje
 def test_the_compose_caller_side_needs_no_docker(name: str) -> None:
     for module in imports_of(ROOT / "lab" / "compose" / name):
         assert not module.startswith(COMPOSE_HOST_SIDE), f"lab/compose/{name} imports {module}"
+
+
+@pytest.mark.parametrize("path", sources("fuzz"), ids=lambda p: p.name)
+def test_fuzz_targets_reach_only_parsers(path: Path) -> None:
+    cores = tuple(f"{server}.core" for server in SERVERS)
+    for module in imports_of(path):
+        top = ours(module)
+        if top is None or top in ("wire", "fuzz"):
+            continue
+        assert any(module == core or module.startswith(core + ".") for core in cores), (
+            f"{path.relative_to(ROOT)} imports {module}"
+        )
+
+
+def test_lab_reads_only_the_fuzz_target_definitions() -> None:
+    for path in sources("lab"):
+        for module in imports_of(path):
+            if ours(module) == "fuzz":
+                assert module.startswith("fuzz.target."), (
+                    f"{path.relative_to(ROOT)} imports {module}"
+                )

@@ -60,7 +60,11 @@ class SessionDescription:
 
 
 def _lines(sdp: str) -> list[str]:
-    return [line for line in sdp.replace("\r\n", "\n").split("\n") if line]
+    # Every line boundary Python knows (\r, \x1c, \u2028... as well as \n), because
+    # aiortc reads offers with str.splitlines(): an edit that saw "a=x\x1ca=candidate:..."
+    # as one line would leave a candidate aiortc then reads, and the media server
+    # would check that address directly, bypassing the relay.
+    return [line for line in sdp.splitlines() if line]
 
 
 def _join(lines: list[str]) -> str:
@@ -90,11 +94,13 @@ def parse(sdp: str) -> SessionDescription:
         if kind == "m":
             close()
             parts = value.split()
-            if len(parts) < 4 or not parts[1].split("/")[0].isdigit():
+            port = parts[1].split("/")[0] if len(parts) >= 4 else ""
+            # ASCII digits only (str.isdigit() takes "²", which int() refuses), and a port.
+            if not (port.isascii() and port.isdigit() and len(port) <= 5 and int(port) <= 0xFFFF):
                 raise SdpError("malformed", f"line {number}: bad media line {line[:60]!r}")
             current = {
                 "kind": parts[0],
-                "port": int(parts[1].split("/")[0]),
+                "port": int(port),
                 "proto": parts[2],
                 "formats": tuple(parts[3:]),
             }
@@ -152,7 +158,7 @@ def set_single_candidate(sdp: str, host: str, port: int) -> str:
                 out += [candidate, "a=end-of-candidates"]
             in_media = True
             parts = line.split(" ")
-            if parts[1] != "0":  # port 0 means a rejected section: leave it so
+            if len(parts) > 1 and parts[1] != "0":  # port 0: a rejected section, left so
                 parts[1] = str(port)
             line = " ".join(parts)
         elif line.startswith("c=") and in_media:

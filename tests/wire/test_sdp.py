@@ -96,3 +96,35 @@ def test_only_sha256_fingerprints_remain() -> None:
 
 def test_ice_credentials() -> None:
     assert sdp.ice_credentials(OFFER) == ("bAaa", "8TObhlzAeDkdzRVFEQrT0f")
+
+
+# --- found by fuzzing (fuzz/targets/sdp.py); each input is in fuzz/regressions/ ---
+
+
+@pytest.mark.parametrize(
+    "boundary", ["\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028"]
+)
+def test_a_candidate_behind_any_line_boundary_aiortc_knows_is_stripped(boundary: str) -> None:
+    from aiortc.sdp import SessionDescription as AiortcDescription
+
+    hidden = f"a=mid:0{boundary}a=candidate:1 1 udp 2130706431 192.0.2.99 9 typ host"
+    offer = OFFER.replace("a=mid:0", hidden, 1)
+    assert any(
+        c.ip == "192.0.2.99" for m in AiortcDescription.parse(offer).media for c in m.ice_candidates
+    )
+
+    stripped = sdp.strip_candidates(offer)
+
+    assert not [c for m in AiortcDescription.parse(stripped).media for c in m.ice_candidates]
+
+
+@pytest.mark.parametrize("port", ["²", "١٢٣", "9" * 5000, "65536"])
+def test_a_media_port_that_is_not_an_ascii_port_number_is_malformed(port: str) -> None:
+    with pytest.raises(SdpError) as info:
+        sdp.parse(f"v=0\r\nm=audio {port} UDP/TLS/RTP/SAVPF 111\r\n")
+    assert info.value.code == "malformed"
+
+
+def test_setting_the_candidate_survives_a_media_line_without_a_port() -> None:
+    text = sdp.set_single_candidate("v=0\r\nm=\r\na=mid:0\r\n", "192.0.2.1", 3478)
+    assert "a=candidate:1 1 udp 2130706431 192.0.2.1 3478 typ host" in text

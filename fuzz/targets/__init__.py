@@ -1,0 +1,1 @@
+"""One module per parser; each defines ``TARGET`` (see :class:`fuzz.target.Target`)."""
