@@ -92,7 +92,7 @@ class Poller:
             lag: dict[str, Any] = {"t": at, "callers": round(1000 * self.own_lag.worst_s, 1)}
             for name, admin in self.stack.relay_admin_urls().items():
                 flows = await get_json(http, f"{admin}/flows")
-                metrics = await _get_text(http, f"{admin}/metrics")
+                metrics = await get_text(http, f"{admin}/metrics")
                 lag[name] = _loop_lag_ms(metrics)
                 self.relay.append(
                     {
@@ -100,8 +100,8 @@ class Poller:
                         "instance": name,
                         "up": flows is not None,
                         "flows": _compact_flows(flows or []),
-                        "drops": _relay_drops(metrics or ""),
-                        "takeovers": _metric_by_label(
+                        "drops": relay_drops(metrics or ""),
+                        "takeovers": metric_by_label(
                             metrics or "", "rtclab_lb_state_takeovers_total", "upstream"
                         ),
                     }
@@ -110,7 +110,7 @@ class Poller:
                 media_url = self.stack.media_url(index)
                 sessions = await get_json(http, f"{media_url}/sessions?closed=1")
                 lag[f"media-{index + 1}"] = _loop_lag_ms(
-                    await _get_text(http, f"{media_url}/metrics")
+                    await get_text(http, f"{media_url}/metrics")
                 )
                 self.media.append(
                     {
@@ -141,7 +141,7 @@ async def get_json(http: aiohttp.ClientSession, url: str) -> Any:
         return None
 
 
-async def _get_text(http: aiohttp.ClientSession, url: str) -> str | None:
+async def get_text(http: aiohttp.ClientSession, url: str) -> str | None:
     try:
         async with http.get(url) as response:
             return await response.text() if response.status == 200 else None
@@ -166,12 +166,12 @@ def _loop_lag_ms(metrics_text: str | None) -> float | None:
     return round(1000 * max(values), 1) if values else None
 
 
-def _relay_drops(metrics_text: str) -> dict[str, float]:
+def relay_drops(metrics_text: str) -> dict[str, float]:
     """Drop counts by reason from the relay's Prometheus text."""
-    return _metric_by_label(metrics_text, "rtclab_lb_drops_total", "reason")
+    return metric_by_label(metrics_text, "rtclab_lb_drops_total", "reason")
 
 
-def _metric_by_label(metrics_text: str, name: str, label: str) -> dict[str, float]:
+def metric_by_label(metrics_text: str, name: str, label: str) -> dict[str, float]:
     """``name{label="x",...} value`` lines summed by the value of ``label``."""
     values: dict[str, float] = {}
     for line in metrics_text.splitlines():
