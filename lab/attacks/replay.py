@@ -144,13 +144,16 @@ def git_commit() -> str | None:
     return done.stdout.strip() or None
 
 
-def merge_into(path: Path, label: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+def merge_into(
+    path: Path, label: str, runs: list[dict[str, Any]], note: str = ""
+) -> dict[str, Any]:
     """Replace the entry ``label`` of the results file at ``path`` with these runs."""
     data: dict[str, Any] = {"schema": 1, "attack": "replay", "entries": {}}
     if path.exists():
         data = json.loads(path.read_text())
     data["entries"][label] = {
         "commit": git_commit(),
+        "note": note,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "runs": runs,
     }
@@ -173,11 +176,12 @@ def merge_into(path: Path, label: str, runs: list[dict[str, Any]]) -> dict[str, 
     show_default=True,
     help="The results file (entries by label are replaced, others kept).",
 )
-def main(label: str, out: Path) -> None:
+@click.option("--note", default="", help="What this entry ran, if not the commit as it is.")
+def main(label: str, out: Path, note: str) -> None:
     """Replay a caller's captured check from another address, with and without
     --verify-integrity, and record whether the relay moved the call to the attacker."""
     runs = [asyncio.run(run_replay(verify_integrity=flag)) for flag in (False, True)]
-    merge_into(out, label, runs)
+    merge_into(out, label, runs, note)
     for run in runs:
         click.echo(
             f"verify_integrity={run['verify_integrity']}: moved={run['flow_moved_to_attacker']}, "
