@@ -4,11 +4,15 @@ Routes (RFC 9725 WHIP where it applies):
 
 - ``POST /v1/calls`` (alias ``POST /v1/realtime/calls``): SDP offer in, 201
   with the answer, ``Location: /v1/calls/{id}`` and ``X-Rtclab-Backend``.
+- ``PUT /v1/calls/{id}``: the same with a call id the caller chose, so it can
+  DELETE the call even if it never saw the answer (its request timed out).
 - ``GET /v1/calls/{id}``: the call record and the media server's live session.
-- ``DELETE /v1/calls/{id}``: hang up on the media server that holds it.
+- ``DELETE /v1/calls/{id}``: hang up on the media server that holds it (or is
+  being asked to: the call is deleted while it is placed).
 - ``PATCH /v1/calls/{id}``: 405; trickle ICE and ICE restart are not supported.
 - ``GET /v1/backends``: what signaling believes about each media server.
 - ``GET /``: a page that calls the agent from a browser; its scripts under ``/static/``.
+- ``GET /openapi.json``: this API's OpenAPI 3.1 document (``signaling/openapi.json``).
 - ``/healthz``, ``/metrics``.
 """
 
@@ -19,18 +23,19 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from signaling.backends import BackendRegistry
-from signaling.calls import CallRecord, CallTable, new_call_id
+from signaling.backends import Backend, BackendRegistry
+from signaling.calls import CALL_ID, CallRecord, CallState, CallTable, new_call_id
 from signaling.config import SignalingConfig
 from signaling.core import offer
 from signaling.media_client import Failed, MediaClient, Rejected
 from signaling.metrics import SignalingMetrics
-from signaling.placing import place_offer
+from signaling.placing import abandon, place_offer
 from wire.service import ApiError, create_base_app
 
 log = logging.getLogger("rtclab.signaling")
@@ -49,6 +54,7 @@ BACKEND_HEADER = "X-Rtclab-Backend"
 # The call page: plain files, no build step; only these types are served.
 STATIC_DIR = Path(__file__).parent / "static"
 STATIC_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
+OPENAPI = Path(__file__).parent / "openapi.json"
 NO_RENEGOTIATION = (
     "trickle ICE and ICE restart are not supported: the media server (aiortc) ignores "
     "re-offers on a live session. To recover, DELETE this call and POST a new offer."
@@ -97,10 +103,12 @@ def create_app(
         collection.add_route("*", _method_not_allowed("POST"))
         item = app.router.add_resource(prefix + "/{call_id}")
         item.add_route("GET", get_call)
+        item.add_route("PUT", put_call)
         item.add_route("DELETE", delete_call)
         item.add_route("PATCH", patch_call)
-        item.add_route("*", _method_not_allowed("GET, DELETE"))
+        item.add_route("*", _method_not_allowed("GET, PUT, DELETE"))
     app.router.add_get("/v1/backends", list_backends)
+    app.router.add_get("/openapi.json", openapi)
     app.router.add_get("/", page)
     app.router.add_get("/static/{name}", page)
 
@@ -113,6 +121,51 @@ def create_app(
 
 
 async def post_call(request: web.Request) -> web.StreamResponse:
+    return await _create_call(request, new_call_id())
+
+
+async def put_call(request: web.Request) -> web.StreamResponse:
+    """Create a call with the caller's id (201), or say it exists (409)."""
+    call_id = request.match_info["call_id"]
+    if not CALL_ID.fullmatch(call_id):
+        raise ApiError(
+            400, "bad_call_id", f"a call id must match {CALL_ID.pattern}, not {call_id!r}"
+        )
+    if request.app[CALLS].get(call_id) is not None:
+        raise ApiError(409, "call_exists", f"call {call_id!r} exists; DELETE it first")
+    return await _create_call(request, call_id)
+
+
+class _Placing:
+    """The record of a call being placed, kept current attempt by attempt."""
+
+    def __init__(self, calls: CallTable, record: CallRecord) -> None:
+        self.calls = calls
+        self.record = record
+        calls.add(record)
+
+    def attempt(self, backend: Backend, session_id: str) -> None:
+        if self.wanted:
+            self.record = replace(
+                self.record, media_url=backend.url, session_path=f"/sessions/{session_id}"
+            )
+            self.calls.add(self.record)
+
+    @property
+    def wanted(self) -> bool:
+        return self.calls.get(self.record.call_id) is self.record
+
+    def finish(self, record: CallRecord | None) -> None:
+        """The placement ended: keep ``record`` (placed or failed), or forget the call."""
+        if not self.wanted:
+            return
+        if record is None:
+            self.calls.remove(self.record.call_id)
+        else:
+            self.calls.add(record)
+
+
+async def _create_call(request: web.Request, call_id: str) -> web.StreamResponse:
     app = request.app
     config = app[CONFIG]
     offer.check_headers(
@@ -124,8 +177,29 @@ async def post_call(request: web.Request) -> web.StreamResponse:
         raise offer.too_large(config.max_offer_bytes) from exc
     offer_sdp = offer.parse_offer(body, config.max_offer_bytes)
 
-    placed = await place_offer(app[BACKENDS], app[MEDIA], app[METRICS], offer_sdp)
+    placing = _Placing(
+        app[CALLS],
+        CallRecord(
+            call_id=call_id,
+            backend_id=None,
+            media_url="",
+            session_path="",
+            created_unix_s=app[WALL_CLOCK](),
+            state=CallState.PLACING,
+        ),
+    )
+    try:
+        placed = await place_offer(app[BACKENDS], app[MEDIA], app[METRICS], offer_sdp, placing)
+    except ApiError as exc:
+        # 503: kept as failed, so a caller that chose the id can still DELETE it.
+        failed = replace(placing.record, state=CallState.FAILED)
+        placing.finish(failed if exc.status == 503 else None)
+        raise
+    except BaseException:
+        placing.finish(None)
+        raise
     if isinstance(placed, Rejected):
+        placing.finish(None)
         log.info("offer rejected by media server", extra={"status": placed.status})
         return web.Response(
             status=placed.status, body=placed.body, content_type=placed.content_type
@@ -133,16 +207,14 @@ async def post_call(request: web.Request) -> web.StreamResponse:
 
     backend = placed.backend
     assert backend.health.backend_id is not None, "placed on a backend that never reported"
-    record = CallRecord(
-        call_id=new_call_id(),
+    record = replace(
+        placing.record,
         backend_id=backend.health.backend_id,
         media_url=backend.url,
         session_path=placed.created.session_path,
-        created_unix_s=app[WALL_CLOCK](),
+        state=CallState.PLACED,
     )
-    forgotten = app[CALLS].add(record)
-    if forgotten is not None:
-        log.info("call record forgotten (table full)", extra={"call_id": forgotten.call_id})
+    placing.finish(record)
     app[METRICS].calls_created.labels(str(record.backend_id)).inc()
     log.info(
         "call created",
@@ -174,8 +246,17 @@ def _record(request: web.Request) -> CallRecord:
 
 async def get_call(request: web.Request) -> web.StreamResponse:
     record = _record(request)
-    lookup = await request.app[MEDIA].get_session(record.session_url)
     body = record.to_json()
+    if record.state is not CallState.PLACED:
+        body["session"] = None
+        body["session_error"] = {
+            "code": record.state.value,
+            "message": "the call is being placed"
+            if record.state is CallState.PLACING
+            else "no media server took the call",
+        }
+        return web.json_response(body)
+    lookup = await request.app[MEDIA].get_session(record.session_url)
     body["session"] = lookup.session
     body["session_error"] = (
         None
@@ -187,6 +268,14 @@ async def get_call(request: web.Request) -> web.StreamResponse:
 
 async def delete_call(request: web.Request) -> web.StreamResponse:
     record = _record(request)
+    if record.state is not CallState.PLACED:
+        # Forget it first, so a placement in progress sees the call is unwanted;
+        # then make sure the attempt's session is closed or never created.
+        request.app[CALLS].remove(record.call_id)
+        if record.session_path:
+            await abandon(request.app[MEDIA], request.app[METRICS], record.session_url)
+        log.info("call deleted", extra={"call_id": record.call_id, "state": record.state.value})
+        return web.Response(status=204)
     status = await request.app[MEDIA].delete_session(record.session_url)
     if isinstance(status, Failed):
         # Kept, so the caller can try again: the session may still be running.
@@ -218,6 +307,10 @@ def _method_not_allowed(allow: str) -> Handler:
         )
 
     return handler
+
+
+async def openapi(_request: web.Request) -> web.StreamResponse:
+    return web.Response(body=OPENAPI.read_bytes(), content_type="application/json")
 
 
 async def list_backends(request: web.Request) -> web.StreamResponse:

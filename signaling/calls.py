@@ -1,7 +1,16 @@
-"""Call records: which media server holds which call."""
+"""Call records: which media server holds (or is being asked to hold) which call.
+
+A record exists from the moment an offer is accepted for placing, before it is
+forwarded: signaling chooses the media server's session id for each attempt
+(``X-Rtclab-Session-Id``), so the caller can DELETE a call whose forward is
+still on its way or timed out, and signaling can delete a session it gave up
+waiting for, instead of leaving it until the media server's setup timeout.
+"""
 
 from __future__ import annotations
 
+import enum
+import re
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -10,19 +19,35 @@ from typing import Any
 
 from yarl import URL
 
+# Call ids a caller may choose (PUT /v1/calls/{id}): URL-safe, long enough to be
+# unguessable when random.  Ours are "call_" + 24 hex digits.
+CALL_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
+
 
 def new_call_id() -> str:
     # 96 random bits: unguessable, so a call id is enough to hang up a call.
     return "call_" + secrets.token_hex(12)
 
 
+def new_session_id() -> str:
+    """The media server's id for one placement attempt (its own ids look the same)."""
+    return secrets.token_hex(8)
+
+
+class CallState(enum.Enum):
+    PLACING = "placing"  # forwarded (or about to be) to ``media_url``; no answer yet
+    PLACED = "placed"  # the media server answered: the caller has the answer
+    FAILED = "failed"  # every attempt failed; the sessions asked for were deleted
+
+
 @dataclass(frozen=True, slots=True)
 class CallRecord:
     call_id: str
-    backend_id: int  # as the media server reports itself (route tokens carry it too)
-    media_url: str  # the media server's internal API base URL
-    session_path: str  # its Location for the session, e.g. /sessions/abc
+    backend_id: int | None  # as the media server reports itself (route tokens carry it too)
+    media_url: str  # the media server's internal API base URL (the latest attempt's)
+    session_path: str  # its session's path, e.g. /sessions/abc (chosen by signaling)
     created_unix_s: float
+    state: CallState = CallState.PLACED
 
     @property
     def session_url(self) -> str:
@@ -32,6 +57,7 @@ class CallRecord:
         created = datetime.fromtimestamp(self.created_unix_s, tz=UTC)
         return {
             "call_id": self.call_id,
+            "state": self.state.value,
             "backend": self.backend_id,
             "media_url": self.media_url,
             "session_path": self.session_path,
@@ -51,7 +77,8 @@ class CallTable:
         self._calls: OrderedDict[str, CallRecord] = OrderedDict()
 
     def add(self, record: CallRecord) -> CallRecord | None:
-        """Store ``record``; return the record forgotten to make room, if any."""
+        """Store ``record`` (or replace the one with its id); return the record
+        forgotten to make room, if any."""
         self._calls[record.call_id] = record
         if len(self._calls) > self.max_calls:
             return self._calls.popitem(last=False)[1]

@@ -17,6 +17,9 @@ from signaling.core.forwarding import FailureReason, Verdict, classify
 from signaling.core.health import HealthReport
 from signaling.core.offer import SDP_CONTENT_TYPE
 
+# The session id signaling chose (webrtc_server/app.py reads the same header).
+SESSION_ID_HEADER = "X-Rtclab-Session-Id"
+
 
 @dataclass(frozen=True, slots=True)
 class Created:
@@ -89,13 +92,22 @@ class MediaClient:
         assert self._http is not None, "MediaClient used before start()"
         return self._http
 
-    async def create_session(self, base_url: str, offer: str) -> Created | Rejected | Failed:
-        """``POST /sessions``: forward the offer, classify the answer."""
+    async def create_session(
+        self, base_url: str, offer: str, session_id: str | None = None
+    ) -> Created | Rejected | Failed:
+        """``POST /sessions``: forward the offer, classify the answer.
+
+        ``session_id`` asks the media server to give the session that id, so
+        it can be deleted even if this request never returns.
+        """
+        headers = {"Content-Type": SDP_CONTENT_TYPE}
+        if session_id is not None:
+            headers[SESSION_ID_HEADER] = session_id
         try:
             async with self.http.post(
                 f"{base_url}/sessions",
                 data=offer.encode(),
-                headers={"Content-Type": SDP_CONTENT_TYPE},
+                headers=headers,
                 timeout=self._forward_timeout,
             ) as response:
                 body = await response.read()
@@ -133,10 +145,15 @@ class MediaClient:
         except (json.JSONDecodeError, UnicodeDecodeError):
             return SessionLookup(None, "bad_response", "the session is not JSON")
 
-    async def delete_session(self, session_url: str) -> int | Failed:
-        """``DELETE /sessions/{id}``: the backend's status, or why it was not reached."""
+    async def delete_session(self, session_url: str, *, quick: bool = False) -> int | Failed:
+        """``DELETE /sessions/{id}``: the backend's status, or why it was not reached.
+
+        ``quick`` waits only the health timeout: cleaning up after a backend
+        that already failed to answer must not make the caller wait twice.
+        """
+        timeout = self._health_timeout if quick else self._forward_timeout
         try:
-            async with self.http.delete(session_url, timeout=self._forward_timeout) as response:
+            async with self.http.delete(session_url, timeout=timeout) as response:
                 await response.read()
                 return response.status
         except (aiohttp.ClientError, TimeoutError) as exc:

@@ -43,6 +43,15 @@ class SignalingMetrics:
             ["backend", "reason"],
             registry=registry,
         )
+        self.sessions_abandoned = Counter(
+            PREFIX + "sessions_abandoned",
+            "Media-server sessions signaling deleted because it no longer wanted them (the "
+            "forward timed out, or the caller deleted the call while it was placed), by what "
+            "the media server answered: deleted, absent (not created; refused from now on), "
+            "unreachable.",
+            ["outcome"],
+            registry=registry,
+        )
         self.placement_retries = Counter(
             PREFIX + "placement_retries",
             "Offers forwarded to another media server after one failed.",

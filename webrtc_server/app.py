@@ -22,7 +22,7 @@ from webrtc_server.core.answer import prepare_offer
 from webrtc_server.core.phases import CloseReason
 from webrtc_server.media_socket import MediaSockets
 from webrtc_server.metrics import MediaMetrics, MediaSocketCollector
-from webrtc_server.registry import SessionRegistry
+from webrtc_server.registry import SESSION_ID, IdTaken, SessionRegistry
 from webrtc_server.session import MediaSession
 from wire.addr import format_hostport
 from wire.sdp import SdpError
@@ -37,15 +37,22 @@ SOCKETS = web.AppKey("sockets", MediaSockets)
 
 SDP = "application/sdp"
 BACKEND_HEADER = "X-Rtclab-Backend"
+# Signaling may choose the session's id, so it can DELETE a session whose
+# POST it gave up waiting for (signaling/app.py).
+SESSION_ID_HEADER = "X-Rtclab-Session-Id"
 
 
 def create_app(config: MediaConfig) -> web.Application:
     aioice_patch.install()
     registry = CollectorRegistry()
-    metrics = MediaMetrics(registry)
     sockets = MediaSockets(config)
     registry.register(MediaSocketCollector(sockets))
     sessions: SessionRegistry[MediaSession] = SessionRegistry()
+    metrics = MediaMetrics(
+        registry,
+        pending_setups=lambda: sessions.pending,
+        peer_connections=sessions.open_peer_connections,
+    )
 
     def health() -> dict[str, Any]:
         return {
@@ -117,14 +124,35 @@ async def create_session(request: web.Request) -> web.Response:
             "this media server is draining and takes no new sessions",
             **{"Retry-After": str(config.drain_retry_after_s)},
         )
-    text = await request.text()
+    try:
+        text = await request.text()
+    except UnicodeDecodeError as exc:
+        raise _reject(app, 400, "malformed", f"the offer is not text: {exc.reason}") from exc
     try:
         offer = prepare_offer(text)
     except SdpError as exc:
         status = 422 if exc.code == "no_audio" else 400
         raise _reject(app, status, exc.code, str(exc)) from exc
-
-    session = MediaSession(sessions.new_id(), config, metrics, app[SOCKETS], on_closed=_forget(app))
+    # No await from here to sessions.add(): concurrent offers cannot overshoot the bound
+    # or claim one id twice.
+    if sessions.pending >= config.max_pending_setups:
+        raise _reject(
+            app,
+            503,
+            "too_many_pending_setups",
+            f"{config.max_pending_setups} sessions are waiting for their callers to connect; "
+            "try again shortly",
+            **{"Retry-After": str(config.pending_retry_after_s)},
+        )
+    session_id = _chosen_id(app, request.headers.get(SESSION_ID_HEADER))
+    session = MediaSession(
+        session_id,
+        config,
+        metrics,
+        app[SOCKETS],
+        on_closed=_forget(app),
+        on_peer_connection=sessions.peer_connections.add,
+    )
     sessions.add(session)
     metrics.sessions.set(len(sessions))
     try:
@@ -141,6 +169,26 @@ async def create_session(request: web.Request) -> web.Response:
         content_type=SDP,
         headers={"Location": f"/sessions/{session.id}", BACKEND_HEADER: str(config.backend_id)},
     )
+
+
+def _chosen_id(app: web.Application, chosen: str | None) -> str:
+    """The new session's id: signaling's choice when it made one, else a fresh one."""
+    sessions = app[SESSIONS]
+    if chosen is None:
+        return sessions.new_id()
+    if not SESSION_ID.fullmatch(chosen):
+        raise _reject(
+            app, 400, "bad_session_id", f"{SESSION_ID_HEADER} must match {SESSION_ID.pattern}"
+        )
+    try:
+        return sessions.claim(chosen)
+    except IdTaken as exc:
+        message = (
+            f"session {chosen!r} was deleted before it existed"
+            if exc.reason == "deleted"
+            else f"session {chosen!r} exists"
+        )
+        raise _reject(app, 409, f"session_{exc.reason}", message) from exc
 
 
 def _forget(app: web.Application) -> Callable[[MediaSession], None]:
@@ -182,6 +230,11 @@ async def get_session(request: web.Request) -> web.Response:
 
 
 async def delete_session(request: web.Request) -> web.Response:
+    session_id = request.match_info["id"]
+    if request.app[SESSIONS].get(session_id) is None:
+        # Perhaps its POST is still on the way (signaling gave up waiting):
+        # make sure it is never created.
+        request.app[SESSIONS].delete_unknown(session_id)
     session = _session(request)
     await session.close(CloseReason.DELETED)
     return web.Response(status=204)

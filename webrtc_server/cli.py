@@ -145,6 +145,14 @@ def _trusted_relay(text: str) -> str | Address:
     help="SECONDS after the offer within which the caller must connect (ICE and DTLS); "
     "the session is closed otherwise.",
 )
+@click.option(
+    "--max-pending-setups",
+    type=click.IntRange(min=1),
+    default=_DEFAULTS.max_pending_setups,
+    show_default=True,
+    help="Sessions answered but not yet connected, at most; further offers get 503 "
+    "(too_many_pending_setups, with Retry-After) until a caller connects or times out.",
+)
 @agent_options
 @logging_options
 def command(
@@ -159,6 +167,7 @@ def command(
     relay: Address,
     secret: str | None,
     setup_timeout_s: float,
+    max_pending_setups: int,
     agent: AgentConfig,
     log_level: str,
     log_format: str,
@@ -194,6 +203,7 @@ def command(
         relay=relay,
         secret=route_token.secret_from_text(secret),
         setup_timeout_s=setup_timeout_s,
+        max_pending_setups=max_pending_setups,
         agent=agent,
     )
     log.info(

@@ -59,6 +59,16 @@ class MediaConfig:
     max_offer_bytes: int = 64 * 1024
     # Tell clients refused while draining to try again after this long.
     drain_retry_after_s: int = 5
+    # Sessions answered but not yet connected, at most.  Each holds a peer
+    # connection, a UDP socket and a DTLS certificate until its caller connects
+    # or the setup timeout closes it; offers whose callers never arrive must not
+    # pile up without bound.  A caller connects within ~0.1 s on loopback, so 64
+    # in flight is hundreds of call attempts a second, beyond what one aiortc
+    # server on these cores sustains in calls.
+    max_pending_setups: int = 64
+    # Refused for that reason: try again after this long (a setup slot frees
+    # as soon as one caller connects, or times out).
+    pending_retry_after_s: int = 2
 
     def advertised(self, session_port: int) -> Address:
         """The one candidate the answer names for a session bound to ``session_port``."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -18,9 +18,26 @@ _SETUP_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0)
 
 
 class MediaMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        *,
+        pending_setups: Callable[[], int] = lambda: 0,
+        peer_connections: Callable[[], int] = lambda: 0,
+    ) -> None:
         prefix = "rtclab_media"
         self.sessions = Gauge(f"{prefix}_sessions", "Sessions open now.", registry=registry)
+        Gauge(
+            f"{prefix}_pending_setups",
+            "Sessions answered (or being answered) whose caller has not connected yet.",
+            registry=registry,
+        ).set_function(pending_setups)
+        Gauge(
+            f"{prefix}_peer_connections",
+            "RTCPeerConnections alive and not closed, whether or not a session holds them "
+            "(more than rtclab_media_sessions is a leak).",
+            registry=registry,
+        ).set_function(peer_connections)
         self.draining = Gauge(
             f"{prefix}_draining", "1 while refusing new sessions (POST /drain).", registry=registry
         )

@@ -68,6 +68,7 @@ class MediaSession:
         sockets: MediaSockets,
         *,
         on_closed: Callable[[MediaSession], None],
+        on_peer_connection: Callable[[RTCPeerConnection], None] = lambda _pc: None,
         clock: Callable[[], float] | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -103,6 +104,7 @@ class MediaSession:
         self._tasks: set[asyncio.Task[None]] = set()
         self._setup_timer: asyncio.TimerHandle | None = None
         self._close_task: asyncio.Task[None] | None = None
+        on_peer_connection(self._pc)
         self._pc.on("connectionstatechange", self._on_connection_state)
         self._pc.on("iceconnectionstatechange", self._on_ice_state)
         self._pc.on("track", self._on_track)
@@ -195,6 +197,11 @@ class MediaSession:
     @property
     def closed(self) -> bool:
         return self._close_task is not None and self._close_task.done()
+
+    @property
+    def pending(self) -> bool:
+        """Setup in flight: not yet connected, not closing (what --max-pending-setups bounds)."""
+        return self._close_task is None and self.lifecycle.phase in (Phase.NEW, Phase.ANSWERED)
 
     async def _close(self, reason: CloseReason) -> None:
         self.lifecycle.close(reason, self._clock())

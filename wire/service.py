@@ -12,7 +12,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -138,6 +140,53 @@ class LoopLag:
                 self._histogram.observe(lag)
 
 
+class ProcessGauges:
+    """What a leak looks like from inside a process: open files, sockets, threads, tasks.
+
+    Read when ``/metrics`` is scraped (from /proc on Linux), so a harness that
+    drives a server hard and then waits can ask the server itself whether it
+    let go of everything.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        for name, text, read in (
+            ("rtclab_process_open_fds", "File descriptors open now.", _open_fds),
+            ("rtclab_process_sockets", "Sockets open now (TCP and UDP).", _sockets),
+            ("rtclab_process_threads", "OS threads alive now.", threading.active_count),
+            ("rtclab_asyncio_tasks", "asyncio tasks not yet done.", _tasks),
+        ):
+            Gauge(name, text, registry=registry).set_function(read)
+
+
+def _fd_targets() -> list[str]:
+    targets = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own fd is gone by now
+            targets.append(os.readlink(f"/proc/self/fd/{fd}"))
+    return targets
+
+
+def _open_fds() -> float:
+    try:
+        return float(len(os.listdir("/proc/self/fd")))
+    except OSError:
+        return float("nan")
+
+
+def _sockets() -> float:
+    try:
+        return float(sum(1 for target in _fd_targets() if target.startswith("socket:")))
+    except OSError:
+        return float("nan")
+
+
+def _tasks() -> float:
+    try:
+        return float(len(asyncio.all_tasks()))
+    except RuntimeError:  # scraped from outside the loop
+        return float("nan")
+
+
 def create_base_app(
     registry: CollectorRegistry,
     health: Callable[[], dict[str, Any]] = dict,
@@ -147,14 +196,16 @@ def create_base_app(
 ) -> web.Application:
     """An aiohttp app with the JSON error middleware, /healthz and /metrics.
 
-    With ``watch_loop``, /metrics also reports this process's event-loop lag
-    (``LoopLag``) while the app runs.
+    /metrics reports the process's open files, sockets, threads and tasks
+    (``ProcessGauges``) and, with ``watch_loop``, its event-loop lag (``LoopLag``)
+    while the app runs.
     """
     app = web.Application(middlewares=[error_middleware], client_max_size=client_max_size)
     app[REGISTRY] = registry
     app[HEALTH] = health
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/metrics", _metrics)
+    ProcessGauges(registry)
     if watch_loop:
         lag = LoopLag(registry)
 

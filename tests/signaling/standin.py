@@ -9,6 +9,7 @@ refuse offers the way a real media server would.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from typing import Any
 
@@ -27,6 +28,12 @@ class StandInMediaServer:
         # When set, POST /sessions answers this status with a JSON error
         # (500: broken; 400/422: refuses the SDP).
         self.fail_posts_with: int | None = None
+        # When set, POST /sessions takes this long before answering (a slow or
+        # hung media server), having taken the session id it was asked for.
+        self.post_delay_s = 0.0
+        self.asked_ids: list[str] = []  # X-Rtclab-Session-Id of each POST
+        self.post_arrived = asyncio.Event()
+        self.deleted_unknown: list[str] = []  # DELETEs for ids it had no session for
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
 
@@ -72,6 +79,12 @@ class StandInMediaServer:
             return self._error(self.fail_posts_with, "stand_in_failure")
         if request.content_type != "application/sdp":
             return self._error(415, "unsupported_media_type")
+        asked = request.headers.get("X-Rtclab-Session-Id")
+        if asked is not None:
+            self.asked_ids.append(asked)
+        self.post_arrived.set()
+        if self.post_delay_s:
+            await asyncio.sleep(self.post_delay_s)
         session_id = f"s{next(self._ids)}"
         self.sessions[session_id] = await request.text()
         return web.Response(
@@ -93,6 +106,7 @@ class StandInMediaServer:
     async def _delete(self, request: web.Request) -> web.Response:
         session_id = request.match_info["id"]
         if self.sessions.pop(session_id, None) is None:
+            self.deleted_unknown.append(session_id)
             return self._error(404, "session_not_found")
         self.deleted.append(session_id)
         return web.Response(status=204)

@@ -26,6 +26,7 @@ def test_record_json_and_session_url() -> None:
     assert call.session_url == "http://127.0.0.1:8102/sessions/s1"
     assert call.to_json() == {
         "call_id": "call_a",
+        "state": "placed",
         "backend": 2,
         "media_url": "http://127.0.0.1:8102",
         "session_path": "/sessions/s1",
