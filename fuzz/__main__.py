@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from fuzz.runner import TargetResult, keep_corpus, run_target, summary
+from fuzz.runner import TargetResult, from_log, keep_corpus, merge, run_target, summary
 from fuzz.target import ROOT, load, names
 
 FULL_RUNS = 1_000_000
@@ -31,7 +31,25 @@ SHORT_TOTAL_S = 30
     show_default=True,
     help="Executions per target (ignored with --short or --seconds).",
 )
-@click.option("--seconds", type=click.FloatRange(1), help="A time budget per target instead.")
+@click.option(
+    "--seconds",
+    type=click.FloatRange(1),
+    help="A time budget per target: instead of --runs, or with --runs a cap (whichever "
+    "comes first).",
+)
+@click.option("--runs-and-seconds", "capped", is_flag=True,
+              help="Keep --runs as the budget and --seconds as a cap on it.")  # fmt: skip
+@click.option(
+    "--merge",
+    "merge_out",
+    is_flag=True,
+    help="Keep the entries of --out for targets this run does not fuzz.",
+)
+@click.option(
+    "--from-logs",
+    is_flag=True,
+    help="Fuzz nothing: read each TARGET's result from the log a run left in --work.",
+)
 @click.option(
     "--jobs",
     type=click.IntRange(1),
@@ -65,6 +83,9 @@ def main(
     keep_corpus: bool,
     work: Path | None,
     list_only: bool,
+    capped: bool,
+    merge_out: bool,
+    from_logs: bool,
 ) -> None:
     """Coverage-guided fuzzing of every parser that reads network input.
 
@@ -83,20 +104,32 @@ def main(
     if short:
         # Less a second each for the worker's start (imports, seeds).
         seconds = max(2.0, SHORT_TOTAL_S / len(loaded) * jobs - 1)
-    mode = "short" if short else ("timed" if seconds else "full")
+    mode = "short" if short else ("timed" if seconds and not capped else "full")
     budget = f"{seconds:.0f} s per target" if seconds else f"{runs:,} executions per target"
+    if capped and seconds:
+        budget = f"{runs:,} executions per target, capped at {seconds:.0f} s"
     workdir = work or Path(tempfile.mkdtemp(prefix="rtclab-fuzz-"))
     click.echo(f"fuzzing {len(loaded)} targets, {budget}; work in {workdir}", err=True)
 
     def one(name: str) -> TargetResult:
         target = load(name)
-        result = run_target(target, workdir, runs=None if seconds else runs, seconds=seconds)
+        if from_logs:
+            result = from_log(target, workdir)
+        else:
+            result = run_target(
+                target,
+                workdir,
+                runs=runs if capped or not seconds else None,
+                seconds=seconds,
+            )
         click.echo(_line(result), err=True)
         return result
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         results = list(pool.map(one, chosen))
     report = summary(results, mode=mode, budget=budget)
+    if merge_out and out is not None and out.exists():
+        report = merge(json.loads(out.read_text()), report)
     if keep_corpus:
         for target in loaded:
             kept = keep_corpus_into(target.name, workdir)

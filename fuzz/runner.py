@@ -28,6 +28,7 @@ _FINAL = re.compile(r"#(\d+)\s+DONE\s+cov: (\d+) ft: (\d+) corp: (\d+)/")
 _PROGRESS = re.compile(r"#(\d+)\s+\w+\s+cov: (\d+) ft: (\d+) corp: (\d+)/")
 _EXECUTED = re.compile(r"stat::number_of_executed_units: (\d+)")
 _ARTIFACT = re.compile(r"Test unit written to (\S+)")
+_DONE = re.compile(r"Done (\d+) runs in (\d+) second")
 
 
 @dataclass
@@ -42,6 +43,9 @@ class TargetResult:
     features: int
     corpus_units: int
     crashes: int
+    # The budget it was given: -runs (executions) and the time cap, if any.
+    runs_budget: int | None = None
+    seconds_budget: float | None = None
     # The first line of what was raised, and where the input was saved.
     findings: list[dict[str, str]] = field(default_factory=list)
     exit_code: int = 0
@@ -74,7 +78,10 @@ def run_target(
     artifacts = work / "artifacts" / target.name
     artifacts.mkdir(parents=True, exist_ok=True)
     seeds = _write_seeds(target, corpus)
-    budget = [f"-runs={runs}"] if runs is not None else [f"-max_total_time={int(seconds or 1)}"]
+    # Both given: libFuzzer stops at whichever comes first.
+    budget = [f"-runs={runs}"] if runs is not None else []
+    if seconds is not None:
+        budget.append(f"-max_total_time={int(seconds)}")
     argv = [
         sys.executable,
         "-m",
@@ -101,7 +108,9 @@ def run_target(
     elapsed = time.monotonic() - started
     log = done.stdout
     (work / f"{target.name}.log").write_text(log)
-    return parse_log(target, log, done.returncode, elapsed, seeds)
+    result = parse_log(target, log, done.returncode, elapsed, seeds)
+    result.runs_budget, result.seconds_budget = runs, seconds
+    return result
 
 
 def parse_log(target: Target, log: str, exit_code: int, seconds: float, seeds: int) -> TargetResult:
@@ -118,11 +127,13 @@ def parse_log(target: Target, log: str, exit_code: int, seconds: float, seeds: i
                 "input": artifact.group(1) if artifact else "",
             }
         )
+    done = _DONE.findall(log)
     return TargetResult(
         target=target.name,
         about=target.about,
         executions=int(executed[-1]) if executed else int(last[0]),
-        seconds=round(seconds, 1),
+        # libFuzzer's own count of fuzzing time when it finished; else the wall clock.
+        seconds=float(done[-1][1]) if done else round(seconds, 1),
         seeds=seeds,
         coverage_edges=int(last[1]),
         features=int(last[2]),
@@ -148,7 +159,41 @@ def keep_corpus(work: Path, target: Target, into: Path) -> int:
     return sum(1 for _ in into.iterdir())
 
 
+def from_log(target: Target, work: Path) -> TargetResult:
+    """A finished worker's result, read back from the log it left in ``work``."""
+    log = (work / f"{target.name}.log").read_text()
+    seeds = sum(1 for p in (work / "corpus" / target.name).glob("seed-*"))
+    failed = "=== Uncaught Python exception" in log or "DONE" not in log
+    return parse_log(target, log, 1 if failed else 0, 0.0, seeds)
+
+
+def merge(previous: dict[str, Any] | None, report: dict[str, Any]) -> dict[str, Any]:
+    """``report`` with the targets of ``previous`` it did not run kept as they were."""
+    if not previous:
+        return report
+    ran = {t["target"] for t in report["targets"]}
+    kept = [t for t in previous.get("targets", []) if t["target"] not in ran]
+    targets = sorted(kept + report["targets"], key=lambda t: t["target"])
+    return {
+        **report,
+        "targets": targets,
+        "total": _total(targets),
+        "ok": all(t["crashes"] == 0 and t["exit_code"] == 0 for t in targets),
+    }
+
+
+def _total(targets: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "targets": len(targets),
+        "executions": sum(t["executions"] for t in targets),
+        "crashes": sum(t["crashes"] for t in targets),
+        "seconds": round(sum(t["seconds"] for t in targets), 1),
+        "below_a_million": sorted(t["target"] for t in targets if t["executions"] < 1_000_000),
+    }
+
+
 def summary(results: list[TargetResult], *, mode: str, budget: str) -> dict[str, Any]:
+    targets = [asdict(r) for r in results]
     return {
         "schema": 1,
         "mode": mode,
@@ -159,13 +204,8 @@ def summary(results: list[TargetResult], *, mode: str, budget: str) -> dict[str,
             "atheris": metadata.version("atheris"),
             "cpus": _cpus(),
         },
-        "targets": [asdict(r) for r in results],
-        "total": {
-            "targets": len(results),
-            "executions": sum(r.executions for r in results),
-            "crashes": sum(r.crashes for r in results),
-            "seconds": round(sum(r.seconds for r in results), 1),
-        },
+        "targets": targets,
+        "total": _total(targets),
         "ok": all(r.ok for r in results),
     }
 

@@ -31,3 +31,25 @@ def test_a_short_real_run_reports_executions_and_no_crash(tmp_path: Path) -> Non
     assert result.coverage_edges > 0 and result.seeds > 0
     report = summary([result], mode="test", budget="2000 executions")
     assert report["ok"] and report["total"]["executions"] == 2000
+
+
+def test_a_merge_keeps_the_targets_a_run_did_not_fuzz() -> None:
+    from fuzz.runner import merge
+
+    def entry(name: str, executions: int) -> dict[str, object]:
+        return {
+            "target": name,
+            "executions": executions,
+            "crashes": 0,
+            "exit_code": 0,
+            "seconds": 1.0,
+        }
+
+    previous = {"targets": [entry("a", 1_000_000), entry("b", 5)]}
+    report = {"targets": [entry("b", 1_000_000)], "ok": True}
+    merged = merge(previous, report)
+    assert [(t["target"], t["executions"]) for t in merged["targets"]] == [
+        ("a", 1_000_000),
+        ("b", 1_000_000),
+    ]
+    assert merged["total"]["executions"] == 2_000_000 and merged["total"]["below_a_million"] == []
