@@ -137,6 +137,13 @@ def ice_transports(pc: RTCPeerConnection) -> list[RTCIceTransport]:
     return found
 
 
+async def close_ice(pc: RTCPeerConnection) -> None:
+    """Close the aioice connection (and so the UDP sockets) behind every ICE transport of
+    ``pc``, even one gathered after ``pc.close()``, which does not close it again."""
+    for ice in ice_transports(pc):
+        await connection_of(ice.iceGatherer).close()
+
+
 def connection_of(gatherer: RTCIceGatherer) -> Any:
     """The aioice ``Connection`` an aiortc gatherer drives (private ``_connection``)."""
     connection = getattr(gatherer, "_connection", None)

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -157,6 +158,9 @@ async def create_session(request: web.Request) -> web.Response:
     metrics.sessions.set(len(sessions))
     try:
         answer = await session.answer(offer)
+    except asyncio.CancelledError:
+        session.close_soon(CloseReason.ANSWER_ERROR)  # the client went away mid-answer
+        raise
     except Exception as exc:
         await session.close(CloseReason.ANSWER_ERROR)
         if isinstance(exc, ApiError):

@@ -113,7 +113,27 @@ class MediaSession:
     # --- offer / answer --------------------------------------------------------
 
     async def answer(self, offer: PreparedOffer) -> str:
-        """Apply the offer and return the answer to send (DESIGN.md call path step 3)."""
+        """Apply the offer and return the answer to send (DESIGN.md call path step 3).
+
+        Raises ApiError 503 ``closed`` if the session was closed meanwhile (its
+        setup timer on a loaded machine, a DELETE, shutdown).
+        """
+        try:
+            answer = await self._answer(offer)
+        except Exception as exc:
+            if self._close_task is None:
+                raise
+            raise ApiError(503, "closed", "the session was closed while it was answered") from exc
+        finally:
+            if self._close_task is not None:
+                # The gatherer may have bound its socket after the peer connection
+                # closed, and closing a closed peer connection closes nothing.
+                await aioice_patch.close_ice(self._pc)
+        if self._close_task is not None:
+            raise ApiError(503, "closed", "the session was closed while it was answered")
+        return answer
+
+    async def _answer(self, offer: PreparedOffer) -> str:
         self._setup_timer = self._loop.call_later(self.config.setup_timeout_s, self._on_setup_timer)
         pc = self._pc
         try:
