@@ -215,6 +215,44 @@ async def peak_pending(media_url: str, during: Awaitable[Any]) -> tuple[Any, flo
     return await task, peak
 
 
+_TCP_STATES = {"01": "established", "06": "time_wait", "07": "close", "08": "close_wait",
+               "0A": "listen", "09": "last_ack", "04": "fin_wait1", "05": "fin_wait2"}  # fmt: skip
+
+
+def sockets_of(pid: int) -> dict[str, int]:
+    """A process's sockets by protocol and TCP state, from /proc (the same namespace)."""
+    inodes = set()
+    fd_dir = Path(f"/proc/{pid}/fd")
+    for fd in fd_dir.iterdir():
+        try:
+            target = fd.readlink().name
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    kinds: Counter[str] = Counter()
+    for table in ("tcp", "tcp6", "udp", "udp6", "unix"):
+        try:
+            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            inode = fields[6] if table == "unix" else fields[9]
+            if inode in inodes:
+                state = _TCP_STATES.get(fields[3], fields[3]) if table.startswith("tcp") else ""
+                kinds[f"{table} {state}".strip()] += 1
+                inodes.discard(inode)
+    if inodes:
+        kinds["other"] = len(inodes)
+    return dict(sorted(kinds.items()))
+
+
+def sockets_of_child(stack: Stack, name: str) -> dict[str, int]:
+    process = stack.child(name).process
+    return sockets_of(process.pid) if process is not None else {}
+
+
 async def read_gauges(stack: Stack) -> dict[str, dict[str, float]]:
     async with aiohttp.ClientSession() as http:
         return {
@@ -243,10 +281,12 @@ async def run_abuse(*, scale: float = 1.0, log_dir: Path | None = None) -> dict[
         # Twice: what the first round leaves may be bounded state (signaling's
         # keep-alive pool to the media server); a leak grows with the second.
         rounds: list[tuple[dict[str, Any], dict[str, dict[str, float]]]] = []
+        socket_kinds: list[dict[str, int]] = [sockets_of_child(stack, "media-1")]
         for _ in range(2):
             cases = await abuse_round(http, signaling, media, n)
             await settle()
             rounds.append((cases, await read_gauges(stack)))
+            socket_kinds.append(sockets_of_child(stack, "media-1"))
         async with http.get(f"{media}/healthz") as response:
             media_alive = response.status == 200
     (cases, middle), (_, after) = rounds
@@ -266,6 +306,8 @@ async def run_abuse(*, scale: float = 1.0, log_dir: Path | None = None) -> dict[
         "left_after_first_round": _difference(middle, before, MUST_RETURN),
         "growth_in_second_round": growth,
         "media_held_after": held,
+        # The media server's sockets by protocol and state: before, after each round.
+        "media_sockets": socket_kinds,
         "media_alive": media_alive,
         "ok": media_alive
         and all(value <= 0 for server in growth.values() for value in server.values())
