@@ -24,6 +24,7 @@ from typing import Any
 import aiohttp
 import click
 
+from lab.attacks.http_abuse import gauges
 from lab.attacks.replay import git_commit
 from lab.scenarios.observe import get_text
 from lab.stack import Stack, StackConfig
@@ -114,19 +115,11 @@ def summarise(report: dict[str, Any], exit_code: int, media_metrics: str) -> dic
         ),
         "errors": len(report.get("errors", [])),
         "warnings": {k: len(v) for k, v in report.get("warnings", {}).items() if v},
-        "media_sessions_after": _gauge(media_metrics, "rtclab_media_sessions"),
-        "media_peer_connections_after": _gauge(media_metrics, "rtclab_media_peer_connections"),
+        "media_sessions_after": gauges(media_metrics).get("sessions"),
+        "media_peer_connections_after": gauges(media_metrics).get("peer_connections"),
         "exit_code": exit_code,
         "ok": exit_code == 0 and not failures,
     }
-
-
-def _gauge(text: str, name: str) -> float | None:
-    for line in text.splitlines():
-        key, _, value = line.rpartition(" ")
-        if key == name:
-            return float(value)
-    return None
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
