@@ -65,7 +65,7 @@ SHORT_TOTAL_S = 30
 @click.option(
     "--keep-corpus",
     is_flag=True,
-    help="Minimise each working corpus into fuzz/corpus/kept/TARGET (the committed corpus).",
+    help="Copy what each run added to its corpus into fuzz/corpus/kept/TARGET (committed).",
 )
 @click.option(
     "--work",
