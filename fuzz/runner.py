@@ -145,15 +145,14 @@ def parse_log(target: Target, log: str, exit_code: int, seconds: float, seeds: i
 
 
 def keep_corpus(work: Path, target: Target, into: Path) -> int:
-    """Copy the units the run added to its working corpus into ``into``; their count.
+    """Copy the units the run added to its working corpus into ``into``; its file count.
 
     libFuzzer keeps a unit only for new coverage, so this is the grown corpus less
     the seeds it started from.  (libFuzzer's own -merge re-executes argv[0], which
     for a Python module is not a program.)
     """
-    if into.exists():
-        shutil.rmtree(into)
-    into.mkdir(parents=True)
+    # Added to what earlier runs kept (this run started from those, as seeds).
+    into.mkdir(parents=True, exist_ok=True)
     for unit in (work / "corpus" / target.name).iterdir():
         if unit.is_file() and not unit.name.startswith("seed-"):
             shutil.copy(unit, into / unit.name)
