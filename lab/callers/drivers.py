@@ -45,6 +45,7 @@ DRIVERS: dict[str, str] = {
     "node-wrtc": "lab.callers.node:WRTC",
     "node-werift": "lab.callers.node:WERIFT",
     "node-datachannel": "lab.callers.node:NODE_DATACHANNEL",
+    "gstreamer": "lab.callers.gstreamer:DRIVER",
 }
 
 

@@ -2,9 +2,9 @@
 
 Each call runs ``node lab/callers/node/call.js --stack NAME`` (one script, one
 small adapter per stack under ``node/stacks/``), which prints one JSON line of
-what the client measured; :func:`call_result` merges in the media server's view
-(the script reads ``GET <Location>`` before it hangs up) to give the call result
-of DESIGN.md.
+what the client measured; :func:`lab.callers.external.call_result` merges in
+the media server's view (the script reads ``GET <Location>`` before it hangs
+up) to give the call result of DESIGN.md.
 
 The npm packages (exact versions in ``node/package.json``, the whole tree in
 ``node/package-lock.json``) are installed by :func:`ensure_installed`, once per
@@ -22,15 +22,12 @@ and Ogg Opus for werift and libdatachannel, which send RTP as given.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import fcntl
 import hashlib
-import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -40,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.callers.conversation import SpeakingPlan
-from lab.callers.record import SETUP_PHASES, CallRecord, session_from_body
+from lab.callers.external import failed_result, run_client
 from lab.callers.voicefiles import voice_cache_dir, voice_file
 
 log = logging.getLogger("rtclab.caller.node")
@@ -162,71 +159,6 @@ def node_problem() -> str | None:
     return None
 
 
-# --- the call result ------------------------------------------------------------------
-
-
-def call_result(raw: dict[str, Any]) -> dict[str, Any]:
-    """The call result (DESIGN.md) from what ``call.js`` printed.
-
-    Uplink comes from the server's session (what arrived there), downlink from
-    the client's own count; setup times are the client's, in ms from the POST.
-    ``arrivals_ms`` holds [ms since the POST, packets received so far] whenever
-    audio arrived: per packet for werift and libdatachannel, per 20 ms stats poll
-    for libwebrtc (which shows no packets, only counters).
-    """
-    record = CallRecord(keep_arrivals=True)
-    record.call_id = raw.get("call_id")
-    record.backend = raw.get("backend")
-    record.location = raw.get("location")
-    record.error = None if raw.get("ok") else str(raw.get("error") or "failed")
-    record.started_epoch = raw.get("started")
-    record.server_session = session_from_body(raw.get("server"))
-    record.uplink_sent = (raw.get("uplink") or {}).get("packets_sent")
-    result = record.result()
-
-    seen = raw.get("setup_ms") or {}
-    result["setup_ms"] = {phase: seen.get(phase) for phase in SETUP_PHASES}
-    result["talk_ms"] = raw.get("talk_ms")
-    down = raw.get("downlink") or {}
-    result["downlink"].update({key: down.get(key) for key in down})
-    # werift and libdatachannel count RTP packets; libwebrtc's counters are RTP-level too.
-    received, lost = down.get("packets_received"), down.get("packets_lost")
-    if isinstance(received, int) and isinstance(lost, int):
-        result["downlink"].update(
-            rtp_packets_received=received,
-            rtp_packets_lost=lost,
-            rtp_loss_ratio=down.get("loss_ratio"),
-        )
-    pair = raw.get("selected_pair") or {}
-    # A peer-reflexive local candidate is the address the server saw (through the
-    # relay: the relay's upstream socket), not this client's own.
-    result["local_address"] = pair.get("local") if pair.get("local_type") == "host" else None
-    result["remote_address"] = pair.get("remote")
-    result["selected_pair"] = pair or None
-    result["events"] = raw.get("events") or []
-    result["arrivals_ms"] = raw.get("arrivals_ms") or []
-    result["states"] = raw.get("states") or []
-    result["agent_turns"] = raw.get("agent_turns") or []
-    result["client"] = {"stack": raw.get("stack"), "version": raw.get("stack_version")}
-    result["hang_up_status"] = raw.get("hang_up_status")
-    return result
-
-
-def failed_result(error: str) -> dict[str, Any]:
-    record = CallRecord()
-    record.error = error
-    return record.result()
-
-
-def last_json_line(stdout: str) -> dict[str, Any] | None:
-    for line in reversed(stdout.strip().splitlines()):
-        with contextlib.suppress(ValueError):
-            parsed = json.loads(line)
-            if isinstance(parsed, dict):
-                return parsed
-    return None
-
-
 # --- the drivers ----------------------------------------------------------------------
 
 
@@ -290,30 +222,8 @@ class NodeDriver:
         env = dict(os.environ)
         if prefix != PACKAGE_DIR:
             env["NODE_PATH"] = str(prefix / "node_modules")
-        process = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=env,
-        )
         budget_s = seconds + 2 * options.setup_timeout_s + options.exit_grace_s
-        try:
-            stdout, stderr = await asyncio.wait_for(process.communicate(), budget_s)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGKILL)
-            await process.wait()
-            return failed_result(f"client_hung: {self.stack} gave no result in {budget_s:g} s")
-        raw = last_json_line(stdout.decode(errors="replace"))
-        if raw is None:
-            tail = "\n".join(stderr.decode(errors="replace").strip().splitlines()[-10:])
-            return failed_result(
-                f"client_crashed: {self.stack} exited {process.returncode} without a result: {tail}"
-            )
-        if stderr.strip():
-            log.debug("client stderr", extra={"stack": self.stack, "stderr": stderr.decode()})
-        return call_result(raw)
+        return await run_client(argv, budget_s, self.stack, env=env)
 
 
 WRTC = NodeDriver("node-wrtc", "wrtc", "pcm")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.callers import node, voicefiles
+from lab.callers import external, node, voicefiles
 from lab.callers.conversation import SpeakingPlan
 from lab.stack import Stack, StackConfig
 from tests.interop.live import get, relay_view_while_live, skip_or_fail
@@ -167,7 +167,7 @@ def test_the_call_result_takes_uplink_from_the_server_and_downlink_from_the_clie
             },
         },
     }
-    result = node.call_result(raw)
+    result = external.call_result(raw)
     assert result["ok"] and result["schema"] == 1
     assert result["uplink"]["packets_sent"] == 250
     assert result["uplink"]["packets_received"] == 246  # what the server heard
@@ -182,5 +182,5 @@ def test_the_call_result_takes_uplink_from_the_server_and_downlink_from_the_clie
     assert result["agent_turns"] == [{"audio_ms": 2000}]
     assert result["client"] == {"stack": "node-datachannel", "version": "0.33.4"}
 
-    failed = node.call_result({"ok": False, "error": "setup_timeout: not connected"})
+    failed = external.call_result({"ok": False, "error": "setup_timeout: not connected"})
     assert not failed["ok"] and failed["error"] == "setup_timeout: not connected"
