@@ -271,6 +271,13 @@ def scenario_list() -> None:
     help="Who calls: a client from lab.callers.drivers (aiortc, chromium, node-wrtc, ...). "
     "Only ip-change and nat-rebind take another; their reports go to NAME-CLIENT.",
 )
+@click.option(
+    "--seed",
+    type=int,
+    default=None,
+    help="Draw the random phases of the moves in ip-change, nat-rebind and interop from "
+    "this seed instead of the default (each results.json records the seed it used).",
+)
 @logging_options
 def scenario_run(
     names: tuple[str, ...],
@@ -278,6 +285,7 @@ def scenario_run(
     quick: bool,
     lab_name: str,
     client: str,
+    seed: int | None,
     log_level: str,
     log_format: str,
 ) -> None:
@@ -291,7 +299,7 @@ def scenario_run(
     from rich.console import Console
 
     from lab.netns.select import lab_environment
-    from lab.scenarios.catalogue import choose
+    from lab.scenarios.catalogue import choose, with_seed
     from lab.scenarios.report import run_many
 
     configure_logging("WARNING" if log_level.upper() == "INFO" else log_level, log_format)
@@ -299,6 +307,8 @@ def scenario_run(
         chosen = choose(names)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
+    if seed is not None:
+        chosen = [with_seed(item, seed) for item in chosen]
     if client != "aiortc":
         from lab.callers.drivers import driver
         from lab.scenarios.catalogue.mobility import with_client

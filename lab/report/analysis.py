@@ -40,31 +40,37 @@ class Outage:
 
 
 def outage_around(
-    arrivals_s: Sequence[float], event_s: float, until_s: float, window_s: float = 1.0
+    arrivals_s: Sequence[float], event_s: float, until_s: float, window_s: float = 2.0
 ) -> Outage:
     """The audio interruption that ``event_s`` caused in a sorted arrival list.
 
-    The outage is the first audible silence (> :data:`AUDIBLE_GAP_S`) that
-    starts between just before the event and ``window_s`` after it: frames
-    already in flight arrive a little after any event, so the silence starts
-    at the last of them, not at the event.  A silence still running at
-    ``until_s`` means the direction never recovered.  No such silence: the
-    event interrupted nothing (gap 0, recovery 0).
+    The outage is the longest audible silence (> :data:`AUDIBLE_GAP_S`) that
+    ends after the event and starts no later than ``window_s`` after it.
+    Frames already in flight arrive after any event (seconds after it, on a
+    loaded machine), so the silence starts at the last of them, not at the
+    event; audio that was already stuttering may have fallen silent a little
+    before it, so a silence the event falls into is the event's; and the
+    longest such silence is the event's, not a short stall next to it.  A
+    silence still running at ``until_s`` means the direction never recovered
+    (it is the longest of all).  No silence at all: the event interrupted
+    nothing (gap 0, recovery 0).
     """
-    earliest = event_s - AUDIBLE_GAP_S
+    found: Outage | None = None
     previous: float | None = None
     for t in arrivals_s:
-        if previous is not None and previous >= earliest and t - previous > AUDIBLE_GAP_S:
-            if previous > event_s + window_s:
-                break
-            return Outage(previous, t, until_s)
+        if previous is not None and previous > event_s + window_s:
+            break
+        silence = t - previous if previous is not None and t > event_s else 0.0
+        if silence > AUDIBLE_GAP_S and (found is None or silence > found.gap_s):
+            assert previous is not None
+            found = Outage(previous, t, until_s)
         previous = t
     else:
-        if previous is None or previous < earliest:
-            return Outage(previous, None, until_s)  # silent since before the event
+        if previous is None:
+            return Outage(None, None, until_s)  # silent from the start
         if previous <= event_s + window_s and until_s - previous > AUDIBLE_GAP_S:
-            return Outage(previous, None, until_s)
-    return Outage(event_s, event_s, until_s)
+            return Outage(previous, None, until_s)  # silent since, to the end
+    return found or Outage(event_s, event_s, until_s)
 
 
 def gaps(arrivals_s: Sequence[float]) -> list[float]:
@@ -79,6 +85,65 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     ordered = sorted(values)
     rank = max(1, math.ceil(q / 100 * len(ordered)))
     return ordered[min(rank, len(ordered)) - 1]
+
+
+@dataclass(frozen=True, slots=True)
+class Spread:
+    """How long repeated trials took, where a trial may never have ended.
+
+    ``values`` holds one figure per trial (seconds, say), ``None`` for a trial
+    that had not ended when observation stopped (a direction that never came
+    back).  Such a trial counts as longer than any that ended, so a quantile
+    that lands among them is ``None`` too ("never"): three of eight moves
+    never recovering make the median finite but the 95th percentile "never".
+    """
+
+    values: tuple[float | None, ...]
+
+    @property
+    def trials(self) -> int:
+        return len(self.values)
+
+    @property
+    def ended(self) -> int:
+        return sum(value is not None for value in self.values)
+
+    def quantile(self, q: float) -> float | None:
+        """Nearest-rank percentile (q in 0..100); None: never (or no trials)."""
+        if not self.values:
+            return None
+        ordered = sorted(self.values, key=lambda v: math.inf if v is None else v)
+        rank = max(1, math.ceil(q / 100 * len(ordered)))
+        return ordered[min(rank, len(ordered)) - 1]
+
+    @property
+    def median(self) -> float | None:
+        return self.quantile(50)
+
+    @property
+    def p95(self) -> float | None:
+        return self.quantile(95)
+
+    @property
+    def max(self) -> float | None:
+        return self.quantile(100)
+
+    @property
+    def min(self) -> float | None:
+        return self.quantile(0)
+
+    def to_json(self, digits: int = 3) -> dict[str, object]:
+        def rounded(value: float | None) -> float | None:
+            return None if value is None else round(value, digits)
+
+        return {
+            "trials": self.trials,
+            "ended": self.ended,
+            "median": rounded(self.median),
+            "p95": rounded(self.p95),
+            "max": rounded(self.max),
+            "values": [rounded(value) for value in self.values],
+        }
 
 
 def linear_fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float, float]:

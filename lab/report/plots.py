@@ -1,8 +1,9 @@
 """PNG plots of a scenario's results (matplotlib, no display needed).
 
 Each plot reads only results.json data: per-call audio arrival over time with
-the timeline's events marked, the distribution of gaps between frames, and a
-setup waterfall per call.
+the timeline's events marked, the distribution of gaps between frames, a
+setup waterfall per call, and the distribution of the silence that repeated
+moves caused (``metrics.recovery``: groups of per-move gaps, None for never).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from lab.report.analysis import AUDIBLE_GAP_S, gaps
+from lab.report.analysis import AUDIBLE_GAP_S, Spread, gaps
 
 SETUP_PHASES = ("answer", "ice_connected", "dtls_connected", "datachannel_open", "first_audio_in")
 PHASE_COLOURS = ("#9ecae1", "#6baed6", "#3182bd", "#fd8d3c", "#31a354")
@@ -134,10 +135,69 @@ def plot_setup(results: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+DIRECTIONS = (("uplink", "#31a354", "o"), ("downlink", "#3182bd", "s"))
+
+
+def plot_recovery(results: dict[str, Any], path: Path) -> None:
+    """Each move's gap per group and direction, its median marked; "never" at the right."""
+    groups = (results.get("metrics") or {}).get("recovery", {}).get("groups", [])
+    finite = [
+        value
+        for group in groups
+        for direction, _, _ in DIRECTIONS
+        for value in group.get(direction) or []
+        if value is not None
+    ]
+    never_at = max([10.0, *finite]) * 1.12
+    rows = max(1, len(groups))
+    fig = Figure(figsize=(9, 1.4 + 0.6 * rows))
+    ax = fig.subplots()
+    for row, group in enumerate(groups):
+        for offset, (direction, colour, marker) in zip((-0.15, 0.15), DIRECTIONS, strict=True):
+            values = group.get(direction) or []
+            if not values:
+                continue
+            xs = [never_at if v is None else v for v in values]
+            # Spread equal values a little so every move shows.
+            ys = [row + offset + 0.04 * ((i % 3) - 1) for i in range(len(xs))]
+            ax.scatter(
+                xs,
+                ys,
+                color=colour,
+                marker=marker,
+                s=22,
+                alpha=0.8,
+                label=f"{direction} gap" if row == 0 else None,
+            )
+            median = Spread(tuple(values)).median
+            ax.vlines(
+                never_at if median is None else median,
+                row + offset - 0.12,
+                row + offset + 0.12,
+                color=colour,
+                linewidth=2.5,
+            )
+    ax.axvline(never_at * 0.96, color="grey", linewidth=0.8, linestyle=":")
+    ax.set_yticks(range(rows))
+    ax.set_yticklabels([str(group.get("label")) for group in groups] or ["-"], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(-0.3, never_at * 1.05)
+    ticks = [t for t in ax.get_xticks() if 0 <= t < never_at * 0.95]
+    ax.set_xticks([*ticks, never_at])
+    ax.set_xticklabels([f"{t:g}" for t in ticks] + ["never"])
+    ax.set_xlabel("silence around the move (s); each mark is one move, the bar its median")
+    if groups:
+        ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(f"{results['scenario']}: gap per move", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 PLOTTERS = {
     "arrival": ("Audio arrival per call, events marked", plot_arrival),
     "gaps": ("Distribution of gaps between downlink frames", plot_gaps),
     "setup": ("Setup waterfall per call", plot_setup),
+    "recovery": ("Gap per move, per policy and direction (median marked)", plot_recovery),
 }
 
 

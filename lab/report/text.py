@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from lab.report.analysis import Spread
+
 
 def _ms(value: Any) -> str:
     return "-" if value is None else f"{float(value):.0f} ms"
@@ -35,3 +37,32 @@ def call_summary(result: dict[str, Any]) -> str:
             f"  turns: {len(turns)}; latency from end of speech to first answer audio: {latencies}"
         )
     return "\n".join(lines)
+
+
+def seconds(value: float | None) -> str:
+    """A duration for a reader: tenths of a second (audio gaps are known to ~20 ms)."""
+    return "never" if value is None else f"{value:.1f} s"
+
+
+def describe_spread(spread: Spread, trial: str = "move", never: str = "never") -> str:
+    """``median 2.9 s, p95 5.6 s, max 5.8 s over 8 moves``, saying how many never ended.
+
+    ``never`` is what a trial that did not end is called (``not while observed``).
+    """
+    n = spread.trials
+    if n == 0:
+        return f"no {trial}s"
+    plural = f"{n} {trial}" + ("" if n == 1 else "s")
+    if spread.ended == 0:
+        return f"{never}, on all {plural}" if n > 1 else never
+    if n == 1:
+        return seconds(spread.max)
+
+    def value(v: float | None) -> str:
+        return never if v is None else seconds(v)
+
+    text = f"median {value(spread.median)}, p95 {value(spread.p95)}, max {value(spread.max)}"
+    text += f" over {plural}"
+    if spread.ended < n:
+        text += f" ({n - spread.ended} {never})"
+    return text

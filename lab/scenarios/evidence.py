@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from lab.report.analysis import Outage, outage_around
+from lab.report.analysis import Outage, Spread, outage_around
 
 FRAME_S = 0.02
 # aioice sends a consent check every 5 s x U(0.8, 1.2): a recovery that waits
@@ -55,6 +55,11 @@ class Interruption:
     server_closed_after_s: float | None  # server gave up on the session
     server_close_reason: str | None
     caller_noticed_after_s: float | None  # caller's connection left "connected"
+
+    @property
+    def observed_after_s(self) -> float:
+        """How long after the event the call was watched (its end)."""
+        return self.downlink.observed_until_s - self.event_s
 
     def to_json(self) -> dict[str, Any]:
         def direction(outage: Outage) -> dict[str, Any]:
@@ -103,6 +108,58 @@ def interruption(call: dict[str, Any], event_s: float) -> Interruption:
         server_close_reason=timeline.get("server_close_reason") if server_closed else None,
         caller_noticed_after_s=caller_noticed,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """One call moved once (lab/scenarios/moves.py): what the move did, and when it fell."""
+
+    label: str
+    interruption: Interruption
+    # The move's phase: seconds after the call's DTLS connected (None: never connected).
+    after_connect_s: float | None
+
+    def gap_s(self, direction: str) -> float | None:
+        """The silence heard around the move in ``direction``; None: never back."""
+        outage: Outage = getattr(self.interruption, direction)
+        return outage.gap_s if outage.recovered else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "after_connect_s": _round(self.after_connect_s),
+            **self.interruption.to_json(),
+        }
+
+
+def moves_of(run: dict[str, Any], action: str = "rebind") -> tuple[list[Move], list[str]]:
+    """Every call of ``run`` as a move at its (only) ``action`` step, and why others are not.
+
+    A call that never carried downlink audio, or a run whose step failed, is no
+    move: it is returned as an error line instead, so a report can say so.
+    """
+    event = step_time(run, action)
+    errors = [str(step["error"]) for step in run["steps"] if "error" in step]
+    if event is None:
+        return [], errors or [f"no {action} step"]
+    found = []
+    for call in run["calls"]:
+        label = str(call.get("label"))
+        timeline = call.get("timeline") or {}
+        if not timeline.get("downlink_ms") and not timeline.get("uplink_segments_ms"):
+            errors.append(f"{label}: {call.get('error') or 'no audio'}")
+            continue
+        connected_ms = (call.get("setup_ms") or {}).get("dtls_connected")
+        after_connect = None
+        if connected_ms is not None:
+            after_connect = event - (float(call.get("start_s") or 0.0) + connected_ms / 1000)
+        found.append(Move(label, interruption(call, event), after_connect))
+    return found, errors
+
+
+def gap_spread(moves: list[Move], direction: str) -> Spread:
+    """The gaps ``moves`` caused in ``direction`` (``uplink``/``downlink``), never-backs as None."""
+    return Spread(tuple(move.gap_s(direction) for move in moves))
 
 
 def describe_recovery(outage: Outage, event_s: float) -> str:

@@ -104,3 +104,6 @@ class Scenario:
     # Print each call's result as it is summarised (the reference scenario does,
     # so a first run shows what one call through the relay looks like).
     show_calls: bool = False
+    # The seed of the scenario's random draws (the phases of its moves), written into
+    # results.json: the same seed plans the same runs.  None: it draws nothing.
+    seed: int | None = None

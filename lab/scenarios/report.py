@@ -91,6 +91,7 @@ async def run_scenario(
         "purpose": scenario.purpose,
         "description": scenario.description,
         "quick": quick,
+        "seed": scenario.seed,
         "started_at": datetime.fromtimestamp(started, tz=UTC).isoformat(timespec="seconds"),
         "environment": environment(lab),
         "runs": [],

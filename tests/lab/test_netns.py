@@ -76,19 +76,22 @@ def check_mobility_verdicts(results: dict[str, Any]) -> None:
     """The same verdicts as the loopback lab's mobility test (tests/scenarios)."""
     policies = results["metrics"]["policies"]
     off, verified, ssrc = policies["off"], policies["verified"], policies["ssrc"]
-    assert off["uplink"]["recovered"] and off["uplink"]["recovery_s"] <= WITHIN_CONSENT_S
-    assert not off["downlink"]["recovered"]
+    assert all(policy["moves"] == 4 for policy in (off, verified, ssrc))
+    assert off["uplink"]["ended"] == 4 and off["uplink"]["max"] <= WITHIN_CONSENT_S
+    assert off["downlink"]["ended"] == 0
     for direction in ("uplink", "downlink"):
-        assert verified[direction]["recovery_s"] is not None
-        assert verified[direction]["recovery_s"] <= WITHIN_CONSENT_S
-        assert ssrc[direction]["recovery_s"] is not None and ssrc[direction]["recovery_s"] <= 1.0
+        assert verified[direction]["ended"] == 4
+        assert verified[direction]["max"] <= WITHIN_CONSENT_S
+        assert ssrc[direction]["ended"] == 4 and ssrc[direction]["max"] <= 1.0
     assert "refuted" not in {f["verdict"] for f in results["findings"]}
 
 
-def the_move(run_data: dict[str, Any]) -> dict[str, str]:
+def the_moves(run_data: dict[str, Any]) -> list[dict[str, str]]:
+    """Every mapping the run's one rebind moved: its calls move together, as behind one NAT."""
     (step,) = [s for s in run_data["steps"] if s["action"] == "rebind"]
     assert "error" not in step, step
-    (moved,) = step["outcome"]["rebinds"]
+    moved: list[dict[str, str]] = step["outcome"]["rebinds"]
+    assert len(moved) == len(run_data["calls"]), moved
     return moved
 
 
@@ -96,14 +99,14 @@ def test_ip_change_through_a_real_nat(capabilities: Capabilities, tmp_path: Path
     results = run_scenario("ip-change", tmp_path)
     wan = PLAN.nat_wan_address
     for run_data in results["runs"]:
-        moved = the_move(run_data)
-        old_host, new_host = moved["old"].rsplit(":")[0], moved["new"].rsplit(":")[0]
-        # The NAT's public address changed to one of the lab's other public addresses.
-        assert old_host == wan and new_host in PLAN.moved_addresses
         clients = relay_clients(run_data)
-        # The relay saw the caller only as the NAT: first the old public address, then the new.
-        assert {moved["old"], moved["new"]} <= clients
-        assert all(client.rsplit(":")[0] in (wan, new_host) for client in clients)
+        for moved in the_moves(run_data):
+            old_host, new_host = moved["old"].rsplit(":")[0], moved["new"].rsplit(":")[0]
+            # The NAT's public address changed to one of the lab's other public addresses.
+            assert old_host == wan and new_host in PLAN.moved_addresses
+            # The relay saw the caller only as the NAT: the old public address, then the new.
+            assert {moved["old"], moved["new"]} <= clients
+            assert all(client.rsplit(":")[0] in (wan, new_host) for client in clients)
         assert not any(client.startswith(PLAN.caller_address + ":") for client in clients)
     check_mobility_verdicts(results)
 
@@ -112,13 +115,13 @@ def test_nat_rebind_on_the_bare_kernel_path(capabilities: Capabilities, tmp_path
     # No emulator anywhere: callers -> kernel NAT -> relay; the rebind flushes conntrack.
     results = run_scenario("nat-rebind", tmp_path, "--impairment", "none")
     for run_data in results["runs"]:
-        moved = the_move(run_data)
-        old_host, old_port = moved["old"].rsplit(":")
-        new_host, new_port = moved["new"].rsplit(":")
-        assert old_host == new_host == PLAN.nat_wan_address and old_port != new_port
-        # The mapping is the caller's own socket, translated by the kernel.
-        assert moved["caller"].startswith(PLAN.caller_address + ":")
-        assert {moved["old"], moved["new"]} <= relay_clients(run_data)
+        for moved in the_moves(run_data):
+            old_host, old_port = moved["old"].rsplit(":")
+            new_host, new_port = moved["new"].rsplit(":")
+            assert old_host == new_host == PLAN.nat_wan_address and old_port != new_port
+            # The mapping is the caller's own socket, translated by the kernel.
+            assert moved["caller"].startswith(PLAN.caller_address + ":")
+            assert {moved["old"], moved["new"]} <= relay_clients(run_data)
     check_mobility_verdicts(results)
 
 

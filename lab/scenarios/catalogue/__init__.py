@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from lab.scenarios.catalogue import (
     baseline,
@@ -46,3 +46,18 @@ def choose(names: Iterable[str]) -> list[Scenario]:
             raise ValueError(f"no scenario {name!r}; see `rtclab scenario list`")
         chosen.append(CATALOGUE[name])
     return chosen
+
+
+# The scenarios whose runs are drawn at random (the phases of their moves), by name:
+# `scenario run --seed` rebuilds them with another seed.
+SEEDED: dict[str, Callable[[int], Scenario]] = {
+    "ip-change": lambda seed: mobility.ip_change(seed=seed),
+    "nat-rebind": lambda seed: mobility.nat_rebind(seed=seed),
+    "interop": lambda seed: interop.interop(seed),
+}
+
+
+def with_seed(scenario: Scenario, seed: int) -> Scenario:
+    """``scenario`` drawing its random phases from ``seed`` (unchanged if it draws none)."""
+    rebuild = SEEDED.get(scenario.name)
+    return scenario if rebuild is None else rebuild(seed)
