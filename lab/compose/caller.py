@@ -419,6 +419,9 @@ class OwnPath:
         # All calls of the caller container share its NAT: one rebind moves them all.
         return await self.nat.rebind(mode)
 
+    async def stun(self) -> dict[str, Any] | None:
+        return None  # the kernel's NAT and tc shape the path; nothing reads the packets
+
     async def state(self) -> dict[str, Any]:
         return await path_state(
             "compose", self.lab.impairment.value, self.nat, self.netem, self.links

@@ -129,6 +129,10 @@ class NetemControl:
     async def state(self) -> dict[str, Any]:
         return dict(await self._call("GET", "/state"))
 
+    async def stun(self) -> dict[str, Any] | None:
+        """Every caller's STUN messages as the emulator passed them (``GET /stun``)."""
+        return dict(await self._call("GET", "/stun"))
+
     async def healthy(self) -> bool:
         try:
             await self._call("GET", "/healthz")

@@ -8,6 +8,9 @@
   clears the direction first.  Answers with the impairments now in force;
 - ``POST /rebind``: ``{"mode": "port"|"address", "caller": "host:port"|null}``;
   answers ``{"rebinds": [{"caller", "old", "new"}]}``;
+- ``GET /stun``: every STUN message each caller sent or was sent, as it passed
+  (lab/netem/stunwatch.py): when, which way, what kind, USE-CANDIDATE, and
+  through which outbound address;
 - ``GET /healthz``, ``GET /metrics`` (``rtclab_netem_*``).
 """
 
@@ -54,6 +57,7 @@ def create_app(
     app.router.add_get("/state", _state)
     app.router.add_post("/impair", _impair)
     app.router.add_post("/rebind", _rebind)
+    app.router.add_get("/stun", _stun)
     return app
 
 
@@ -66,6 +70,13 @@ async def _run_emulator(app: web.Application) -> AsyncIterator[None]:
 
 async def _state(request: web.Request) -> web.Response:
     return web.json_response(request.app[EMULATOR].state())
+
+
+async def _stun(request: web.Request) -> web.Response:
+    udp = request.app[EMULATOR].udp
+    if udp is None:
+        raise ApiError(409, "no_udp_hop", "this emulator forwards no UDP")
+    return web.json_response(udp.stun.to_json())
 
 
 async def _impair(request: web.Request) -> web.Response:

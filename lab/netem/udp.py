@@ -30,6 +30,7 @@ from typing import Any
 from lab.netem.core import Deliver, Flow, PathModel
 from lab.netem.pool import AddressPool
 from lab.netem.scheduler import DeliveryScheduler
+from lab.netem.stunwatch import StunWatch
 from wire.addr import Address, canonical, format_hostport
 
 log = logging.getLogger("rtclab.netem")
@@ -99,6 +100,7 @@ class UdpHop:
         mapping_idle_s: float = 120.0,
         max_mappings: int = 4096,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._model = model
         self._family, self.upstream = resolve(upstream)
@@ -107,6 +109,9 @@ class UdpHop:
         self._mapping_idle_s = mapping_idle_s
         self._max_mappings = max_mappings
         self._clock = clock
+        self._wall_clock = wall_clock
+        # Every caller's STUN, as it passes (a few messages a second at most).
+        self.stun = StunWatch()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._public: socket.socket | None = None
         self._public_family = socket.AF_INET
@@ -170,6 +175,14 @@ class UdpHop:
             if mapping is None:
                 continue
             mapping.last_seen = now
+            if size and self._buffer[0] <= 3:  # STUN (RFC 7983): record it as it arrives
+                self.stun.observe(
+                    self._wall_clock(),
+                    "up",
+                    mapping.caller,
+                    mapping.outbound,
+                    bytes(self._view[:size]),
+                )
             verdict = mapping.flow.up.offer(size, now)
             if isinstance(verdict, Deliver):
                 mapping.packets_up += 1
@@ -188,6 +201,14 @@ class UdpHop:
                 continue
             now = self._clock()
             mapping.last_seen = now
+            if size and self._buffer[0] <= 3:
+                self.stun.observe(
+                    self._wall_clock(),
+                    "down",
+                    mapping.caller,
+                    mapping.outbound,
+                    bytes(self._view[:size]),
+                )
             verdict = mapping.flow.down.offer(size, now)
             if isinstance(verdict, Deliver):
                 mapping.packets_down += 1

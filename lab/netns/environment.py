@@ -209,6 +209,10 @@ class NetnsPath:
         # The NAT moves every mapping of this run: a run's callers share one router.
         return await self.nat.rebind(mode)
 
+    async def stun(self) -> dict[str, Any] | None:
+        # Only a user-space emulator on the router looks into the packets.
+        return None if self.netem is None else await self.netem.stun()
+
     async def state(self) -> dict[str, Any]:
         return await path_state(
             "netns", self.lab.plan.impairment.value, self.nat, self.netem, self.links

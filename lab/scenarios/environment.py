@@ -34,6 +34,10 @@ class PathControl(Protocol):
 
     async def state(self) -> dict[str, Any]: ...
 
+    async def stun(self) -> dict[str, Any] | None:
+        """Every caller's STUN as the path saw it (lab/netem/stunwatch.py); None: not seen."""
+        ...
+
     async def close(self) -> None: ...
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from lab.report.analysis import Outage, Spread, outage_around
+from lab.report.analysis import Outage, Spread, gaps, outage_around
+from lab.report.text import describe_spread, seconds
 
 FRAME_S = 0.02
 # aioice sends a consent check every 5 s x U(0.8, 1.2): a recovery that waits
@@ -180,3 +181,114 @@ def loss(call: dict[str, Any], direction: str) -> float | None:
 def max_gap_s(call: dict[str, Any], direction: str) -> float | None:
     value = (call.get(direction) or {}).get("max_gap_ms")
     return None if value is None else float(value) / 1000
+
+
+# --- what each caller's ICE agent sent (the path's STUN record, runner.py "stun") ---------
+
+# The connectivity checks of setup come in a burst; keepalives are what follows.
+SETUP_BURST_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Keepalives:
+    """How callers kept their ICE path alive, and what they sent after a move, pooled."""
+
+    callers: int
+    request_intervals_s: tuple[float, ...]  # between a caller's Binding requests, once set up
+    requests: int  # Binding requests once set up, before the move
+    nominating: int  # of those, with USE-CANDIDATE
+    indication_intervals_s: tuple[float, ...]
+    indications: int
+    first_request_after_s: tuple[float | None, ...]  # per caller: its first request after
+    answered_after: int  # callers that answered a server check after the move
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "callers": self.callers,
+            "requests": self.requests,
+            "nominating": self.nominating,
+            "request_interval_s": Spread(self.request_intervals_s).to_json(),
+            "indications": self.indications,
+            "indication_interval_s": Spread(self.indication_intervals_s).to_json(),
+            "first_request_after_move_s": Spread(self.first_request_after_s).to_json(),
+            "answered_after_move": self.answered_after,
+        }
+
+
+def keepalives(runs: list[dict[str, Any]], action: str = "rebind") -> Keepalives | None:
+    """What the callers of ``runs`` sent, from each run's STUN record (None: none kept)."""
+    intervals: list[float] = []
+    indication_intervals: list[float] = []
+    requests = nominating = indications = answered = callers = 0
+    first_after: list[float | None] = []
+    for run in runs:
+        record = run.get("stun") or {}
+        event = step_time(run, action)
+        for entries in (record.get("callers") or {}).values():
+            up = [e for e in entries if e[1] == "up" and e[3] == 1 and e[0] is not None]
+            if not up:
+                continue
+            callers += 1
+            settled = up[0][0] + SETUP_BURST_S
+            before = [e for e in up if settled <= e[0] and (event is None or e[0] < event)]
+            checks = [e for e in before if e[2] == "request"]
+            pings = [e for e in before if e[2] == "indication"]
+            requests += len(checks)
+            nominating += sum(bool(e[4]) for e in checks)
+            indications += len(pings)
+            intervals += gaps([e[0] for e in checks])
+            indication_intervals += gaps([e[0] for e in pings])
+            if event is None:
+                continue
+            after = [e for e in up if e[0] >= event]
+            first = next((e[0] - event for e in after if e[2] == "request"), None)
+            first_after.append(first)
+            answered += any(e[2] == "success" for e in after)
+    if not callers:
+        return None
+    return Keepalives(
+        callers=callers,
+        request_intervals_s=tuple(round(v, 3) for v in intervals),
+        requests=requests,
+        nominating=nominating,
+        indication_intervals_s=tuple(round(v, 3) for v in indication_intervals),
+        indications=indications,
+        first_request_after_s=tuple(first_after),
+        answered_after=answered,
+    )
+
+
+KEEPALIVE_TITLE = (
+    "What each client's ICE agent sent through the path (the emulator's STUN record, all "
+    "calls; after the move: the verified runs, where the server's checks reach the new address)"
+)
+KEEPALIVE_HEADER = (
+    "client",
+    "Binding requests once connected: interval",
+    "of them with USE-CANDIDATE",
+    "Binding indications: interval",
+    "first request after the move",
+    "answered the server's checks after the move",
+)
+
+
+def keepalive_row(name: str, seen: Keepalives, verified: Keepalives | None) -> tuple[str, ...]:
+    """One row under :data:`KEEPALIVE_HEADER`."""
+
+    def interval(values: tuple[float, ...], count: int) -> str:
+        if not count:
+            return "none"
+        return f"{count}, median {seconds(Spread(values).median)}" if values else f"{count}"
+
+    after = answered = "-"
+    if verified is not None:
+        after = describe_spread(Spread(verified.first_request_after_s), trial="caller")
+        answered = f"{verified.answered_after}/{verified.callers} callers"
+    return (
+        name,
+        interval(seen.request_intervals_s, seen.requests),
+        f"{seen.nominating}/{seen.requests}" if seen.requests else "-",
+        interval(seen.indication_intervals_s, seen.indications),
+        after,
+        answered,
+    )

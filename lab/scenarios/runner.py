@@ -244,8 +244,8 @@ def place_call_on_clock(result: dict[str, Any], clock: RunClock, label: str) -> 
         "server_close_reason": server.get("close_reason"),
         "end_ms": round(
             start * 1000
-            + (result.get("setup_ms") or {}).get("answer", 0)
-            + result.get("talk_ms", 0)
+            + ((result.get("setup_ms") or {}).get("answer") or 0)
+            + (result.get("talk_ms") or 0)
         ),
     }
     return call
@@ -319,10 +319,12 @@ async def execute_run(
             raise
         finally:
             await poller.stop()
-            overhead = None
+            overhead = stun = None
             if path is not None:
                 with contextlib.suppress(Exception):
                     overhead = (await path.state()).get("overhead")
+                with contextlib.suppress(Exception):
+                    stun = await path.stun()
                 await path.close()
     return {
         "label": run.label,
@@ -347,7 +349,21 @@ async def execute_run(
         },
         "ramp": calls.ramp_log,
         "netem_overhead": _overhead_summary(overhead),
+        "stun": _stun_on_clock(stun, clock),
         "duration_s": round(clock.now(), 2),
+    }
+
+
+def _stun_on_clock(stun: dict[str, Any] | None, clock: RunClock) -> dict[str, Any] | None:
+    """The path's STUN record with its Unix times moved onto the run's clock (seconds)."""
+    if not stun:
+        return None
+    return {
+        **stun,
+        "callers": {
+            caller: [[clock.of_epoch(entry[0]), *entry[1:]] for entry in entries]
+            for caller, entries in stun.get("callers", {}).items()
+        },
     }
 
 

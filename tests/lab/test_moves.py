@@ -10,10 +10,13 @@ from typing import Any
 
 import pytest
 
+from lab.callers.external import failed_result
 from lab.scenarios.catalogue import CATALOGUE, with_seed
 from lab.scenarios.catalogue.mobility import POLICIES, with_client
 from lab.scenarios.model import Action, Verdict
 from lab.scenarios.moves import FULL_MOVES, PHASE_WINDOW_S, MovePlan, moving_steps
+from lab.scenarios.observe import RunClock
+from lab.scenarios.runner import place_call_on_clock
 
 # --- the plan -------------------------------------------------------------------------
 
@@ -233,3 +236,16 @@ def test_the_server_giving_up_is_judged_on_every_move() -> None:
     # Watched past the longest give-up and one session still held: refuted.
     held = [*watched[:3], call(OFFSETS[3], up_back_s=2.0, down_back_s=None, end_s=50.0)]
     assert verdicts(published(off=held))[SERVER] is Verdict.REFUTED
+
+
+def test_a_call_that_never_talked_still_lands_on_the_run_clock() -> None:
+    # A client that failed to start (talk_ms and setup times None) must not sink the run.
+    result = failed_result("client_crashed: no result")
+    clock = RunClock()
+    placed = place_call_on_clock(result, clock, "move 1")
+    assert placed["timeline"]["downlink_ms"] == [] and placed["label"] == "move 1"
+    data = published(off=[call(o, up_back_s=2.0, down_back_s=None) for o in OFFSETS[1:]])
+    data[0]["calls"].append(placed)
+    policies = CATALOGUE["ip-change"].analyse(data).metrics["policies"]
+    assert policies["off"]["moves"] == 3
+    assert policies["off"]["errors"] == ["move 1: client_crashed: no result"]

@@ -24,6 +24,7 @@ from lab.netem.client import NetemControl, NetemControlError
 from lab.netem.control import EMULATOR, create_app
 from lab.netem.core import LinkConfig
 from lab.netem.emulator import Emulator, NetemConfig
+from wire import stun
 from wire.addr import Address, canonical, format_hostport
 
 HANG_GUARD_S = 5.0
@@ -492,3 +493,32 @@ async def test_tcp_to_a_closed_upstream_closes_the_caller(
     writer.close()
     state = await running.control.state()
     assert state["tcp"]["counters"]["connect_failures"] == 1
+
+
+async def test_the_stun_record_shows_each_message_both_ways_and_the_address_it_left_from(
+    netem: StartNetem, endpoints: Callable[..., Awaitable[Endpoint]]
+) -> None:
+    upstream = await endpoints(echo=True)
+    running = await netem(upstream.address)
+    caller = await endpoints()
+    check = stun.build(
+        stun.Method.BINDING,
+        stun.MessageClass.REQUEST,
+        bytes(12),
+        [(stun.Attr.USERNAME, "server:client"), (stun.Attr.USE_CANDIDATE, None)],
+    )
+    await ping(caller, running.udp, check)
+    await ping(caller, running.udp, b"\x80\x6f" + bytes(20))  # RTP: not recorded
+    (moved,) = await running.control.rebind("port")
+    await ping(caller, running.udp, check)
+    record = await running.control.stun()
+    assert record is not None
+    (entries,) = record["callers"].values()
+    # Up from the caller, then the echo down to it; after the rebind through the new socket.
+    assert [entry[1:5] for entry in entries] == [
+        ["up", "request", 1, True],
+        ["down", "request", 1, True],
+        ["up", "request", 1, True],
+        ["down", "request", 1, True],
+    ]
+    assert [entry[5] for entry in entries] == [moved["old"]] * 2 + [moved["new"]] * 2

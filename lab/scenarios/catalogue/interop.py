@@ -28,9 +28,13 @@ from lab.report.analysis import Spread
 from lab.report.text import describe_spread
 from lab.scenarios.evidence import (
     CONSENT_INTERVAL_MAX_S,
+    KEEPALIVE_HEADER,
+    KEEPALIVE_TITLE,
     RECOVERY_MARGIN_S,
     Move,
     gap_spread,
+    keepalive_row,
+    keepalives,
     moves_of,
 )
 from lab.scenarios.model import Analysis, CallPlan, Finding, Run, Scenario, Verdict
@@ -177,6 +181,17 @@ def _analyse(data: list[dict[str, Any]]) -> Analysis:
         calls, moves = gathered.setdefault((name, policy), ([], []))
         calls += _calls_of(run, send_only)
         moves += [m for m in moves_of(run)[0] if _connected(run, m.label)]
+    by_client: dict[str, list[dict[str, Any]]] = {}
+    for run in data:
+        by_client.setdefault(run["tags"]["client"], []).append(run)
+    stun_rows = []
+    for name, runs in by_client.items():
+        seen = keepalives(runs)
+        verified = keepalives([r for r in runs if r["tags"]["rebind"] == "verified"])
+        clients[name]["keepalive"] = None if seen is None else seen.to_json()
+        clients[name]["keepalive_verified"] = None if verified is None else verified.to_json()
+        if seen is not None:
+            stun_rows.append(keepalive_row(name, seen, verified))
     found: dict[tuple[str, str], list[Move]] = {}
     for (name, policy), (calls, moves) in gathered.items():
         send_only = clients[name]["direction"] == "sendonly"
@@ -215,6 +230,7 @@ def _analyse(data: list[dict[str, Any]]) -> Analysis:
         *(_off(name, moves, clients[name]) for (name, p), moves in found.items() if p == "off"),
         _recovers(clients, found, "verified", WITHIN_CONSENT_S),
         _recovers(clients, found, "ssrc", FAST_S),
+        *(_silent(name, clients[name], found) for name in clients),
     ]
     table = (
         "Client x relay --rebind policy, a port rebind mid-call: "
@@ -230,6 +246,7 @@ def _analyse(data: list[dict[str, Any]]) -> Analysis:
         ),
         tuple(rows),
     )
+    stun_table = (KEEPALIVE_TITLE, KEEPALIVE_HEADER, tuple(stun_rows))
     return Analysis(
         metrics={
             "seed": data[0]["tags"].get("seed") if data else None,
@@ -239,7 +256,7 @@ def _analyse(data: list[dict[str, Any]]) -> Analysis:
             "recovery": {"groups": groups},
         },
         findings=tuple(f for f in findings if f is not None),
-        tables=(table,),
+        tables=(table, stun_table) if stun_rows else (table,),
     )
 
 
@@ -248,6 +265,36 @@ def _connected(run: dict[str, Any], label: str) -> bool:
         if call.get("label") == label:
             return (call.get("setup_ms") or {}).get("dtls_connected") is not None
     return False
+
+
+def _silent(
+    name: str, entry: dict[str, Any], found: dict[tuple[str, str], list[Move]]
+) -> Finding | None:
+    """A client that sends no Binding request after a move cannot be found again by STUN."""
+    seen = entry.get("keepalive")
+    firsts = (seen or {}).get("first_request_after_move_s") or {}
+    if not firsts.get("trials") or firsts.get("ended"):
+        return None  # it did check again (or was not watched): the other verdicts apply
+    waiting = [found.get((name, policy), []) for policy in ("off", "verified")]
+    ups = [gap_spread(moves, "uplink") for moves in waiting if moves]
+    if not ups:
+        return None
+    back = sum(up.ended for up in ups)
+    return Finding(
+        claim=(
+            f"A {name} client sends no Binding request after a move: a relay that learns "
+            "addresses only from STUN checks (off, verified) never finds it again"
+        ),
+        expected="uplink never back under off and verified (only ssrc's RTP move helps)",
+        observed=f"no request from {firsts['trials']} moved callers; uplink back on {back} of "
+        f"{sum(up.trials for up in ups)} moves under off and verified",
+        verdict=Verdict.CONFIRMED if back == 0 else Verdict.REFUTED,
+        evidence=(
+            f"metrics.clients.{name}.keepalive.first_request_after_move_s",
+            f"metrics.clients.{name}.policies.off.rebind.uplink",
+            f"metrics.clients.{name}.policies.verified.rebind.uplink",
+        ),
+    )
 
 
 def _row(cell: dict[str, Any], moves: list[Move]) -> tuple[str, ...]:

@@ -24,9 +24,13 @@ from lab.report.analysis import Spread
 from lab.report.text import describe_spread, seconds
 from lab.scenarios.evidence import (
     CONSENT_INTERVAL_MAX_S,
+    KEEPALIVE_HEADER,
+    KEEPALIVE_TITLE,
     RECOVERY_MARGIN_S,
     Move,
     gap_spread,
+    keepalive_row,
+    keepalives,
     moves_of,
 )
 from lab.scenarios.model import Analysis, CallPlan, Finding, Run, Scenario, Verdict
@@ -160,7 +164,14 @@ def _analyse(data: list[dict[str, Any]]) -> Analysis:
         ),
         tuple(rows),
     )
-    return Analysis(metrics=metrics, findings=findings, tables=(table,))
+    tables: list[tuple[str, tuple[str, ...], tuple[tuple[Any, ...], ...]]] = [table]
+    seen = keepalives(data)
+    if seen is not None:
+        verified = keepalives([run for run in data if run["tags"]["rebind"] == "verified"])
+        client = str(data[0].get("config", {}).get("client") or "aiortc")
+        metrics["keepalive"] = seen.to_json()
+        tables.append((KEEPALIVE_TITLE, KEEPALIVE_HEADER, (keepalive_row(client, seen, verified),)))
+    return Analysis(metrics=metrics, findings=findings, tables=tuple(tables))
 
 
 def _policy_metrics(
