@@ -14,6 +14,8 @@
 - the fuzz targets (``fuzz``) reach only the parsers: ``wire`` and the servers'
   pure ``core`` packages, never a server's I/O or the lab; the lab may read
   ``fuzz.target`` (what the capture tool writes seeds for) and nothing else of it.
+- the GStreamer client's script runs under the system's Python, outside the
+  project's environment: it imports only the standard library and ``gi``.
 """
 
 from __future__ import annotations
@@ -146,3 +148,14 @@ def test_lab_reads_only_the_fuzz_target_definitions() -> None:
                 assert module.startswith("fuzz.target."), (
                     f"{path.relative_to(ROOT)} imports {module}"
                 )
+
+
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "lab/callers/gst").glob("*.py")), ids=lambda p: p.name
+)
+def test_the_gstreamer_script_imports_only_the_standard_library_and_gi(path: Path) -> None:
+    for module in imports_of(path):
+        top = module.split(".")[0]
+        assert top in sys.stdlib_module_names or top in {"gi", "__future__"}, (
+            f"{path.relative_to(ROOT)} imports {module}"
+        )

@@ -154,6 +154,9 @@ def moves_of(run: dict[str, Any], action: str = "rebind") -> tuple[list[Move], l
         after_connect = None
         if connected_ms is not None:
             after_connect = event - (float(call.get("start_s") or 0.0) + connected_ms / 1000)
+            if after_connect < 0:  # a client slow to start: it was never moved
+                errors.append(f"{label}: connected {-after_connect:.1f} s after the move")
+                continue
         found.append(Move(label, interruption(call, event), after_connect))
     return found, errors
 
@@ -195,12 +198,13 @@ class Keepalives:
 
     callers: int
     request_intervals_s: tuple[float, ...]  # between a caller's Binding requests, once set up
-    requests: int  # Binding requests once set up, before the move
+    requests: int  # Binding requests once set up, over the whole call
     nominating: int  # of those, with USE-CANDIDATE
     indication_intervals_s: tuple[float, ...]
     indications: int
     first_request_after_s: tuple[float | None, ...]  # per caller: its first request after
     answered_after: int  # callers that answered a server check after the move
+    observed_s: float  # the longest a caller was watched once set up
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -212,14 +216,21 @@ class Keepalives:
             "indication_interval_s": Spread(self.indication_intervals_s).to_json(),
             "first_request_after_move_s": Spread(self.first_request_after_s).to_json(),
             "answered_after_move": self.answered_after,
+            "observed_s": round(self.observed_s, 1),
         }
 
 
 def keepalives(runs: list[dict[str, Any]], action: str = "rebind") -> Keepalives | None:
-    """What the callers of ``runs`` sent, from each run's STUN record (None: none kept)."""
+    """What the callers of ``runs`` sent, from each run's STUN record (None: none kept).
+
+    Only what a caller's agent chose to send counts towards its keepalives: Binding
+    requests and indications from it once its setup burst is over, over the whole
+    call (a keepalive schedule is the client's, whatever the path does).
+    """
     intervals: list[float] = []
     indication_intervals: list[float] = []
     requests = nominating = indications = answered = callers = 0
+    observed = 0.0
     first_after: list[float | None] = []
     for run in runs:
         record = run.get("stun") or {}
@@ -230,19 +241,19 @@ def keepalives(runs: list[dict[str, Any]], action: str = "rebind") -> Keepalives
                 continue
             callers += 1
             settled = up[0][0] + SETUP_BURST_S
-            before = [e for e in up if settled <= e[0] and (event is None or e[0] < event)]
-            checks = [e for e in before if e[2] == "request"]
-            pings = [e for e in before if e[2] == "indication"]
+            kept = [e for e in up if e[0] >= settled]
+            observed = max(observed, entries[-1][0] - settled)
+            checks = [e for e in kept if e[2] == "request"]
+            pings = [e for e in kept if e[2] == "indication"]
             requests += len(checks)
             nominating += sum(bool(e[4]) for e in checks)
             indications += len(pings)
             intervals += gaps([e[0] for e in checks])
             indication_intervals += gaps([e[0] for e in pings])
-            if event is None:
-                continue
+            if event is None or up[0][0] > event:
+                continue  # not moved: it began after the move
             after = [e for e in up if e[0] >= event]
-            first = next((e[0] - event for e in after if e[2] == "request"), None)
-            first_after.append(first)
+            first_after.append(next((e[0] - event for e in after if e[2] == "request"), None))
             answered += any(e[2] == "success" for e in after)
     if not callers:
         return None
@@ -255,40 +266,43 @@ def keepalives(runs: list[dict[str, Any]], action: str = "rebind") -> Keepalives
         indications=indications,
         first_request_after_s=tuple(first_after),
         answered_after=answered,
+        observed_s=observed,
     )
 
 
 KEEPALIVE_TITLE = (
-    "What each client's ICE agent sent through the path (the emulator's STUN record, all "
-    "calls; after the move: the verified runs, where the server's checks reach the new address)"
+    "What each client's ICE agent sent through the path (the emulator's STUN record, "
+    "every call once its setup was over)"
 )
 KEEPALIVE_HEADER = (
     "client",
-    "Binding requests once connected: interval",
-    "of them with USE-CANDIDATE",
+    "Binding requests: interval",
+    "with USE-CANDIDATE",
     "Binding indications: interval",
     "first request after the move",
-    "answered the server's checks after the move",
+    "callers that answered the server's checks after the move (off / verified / ssrc)",
 )
 
 
-def keepalive_row(name: str, seen: Keepalives, verified: Keepalives | None) -> tuple[str, ...]:
-    """One row under :data:`KEEPALIVE_HEADER`."""
+def keepalive_row(
+    name: str, seen: Keepalives, by_policy: dict[str, Keepalives | None]
+) -> tuple[str, ...]:
+    """One row under :data:`KEEPALIVE_HEADER` (``by_policy``: the same, per relay policy)."""
 
     def interval(values: tuple[float, ...], count: int) -> str:
         if not count:
-            return "none"
+            return f"none in {seconds(seen.observed_s)}"
         return f"{count}, median {seconds(Spread(values).median)}" if values else f"{count}"
 
-    after = answered = "-"
-    if verified is not None:
-        after = describe_spread(Spread(verified.first_request_after_s), trial="caller")
-        answered = f"{verified.answered_after}/{verified.callers} callers"
+    answered = " / ".join(
+        "-" if found is None else f"{found.answered_after}/{found.callers}"
+        for found in by_policy.values()
+    )
     return (
         name,
         interval(seen.request_intervals_s, seen.requests),
         f"{seen.nominating}/{seen.requests}" if seen.requests else "-",
         interval(seen.indication_intervals_s, seen.indications),
-        after,
+        describe_spread(Spread(seen.first_request_after_s), trial="caller"),
         answered,
     )

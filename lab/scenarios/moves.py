@@ -46,6 +46,9 @@ SETTLE_S = 2.0
 # offers: up to ~4.5 s with three browsers and three stacks on 2 cores.  The move
 # waits that long too, so it lands in the same settled phase of the call.
 CLIENT_START_S = 5.0
+# How long a move waits for the last call of its stack to connect before it goes ahead
+# (browsers took up to ~20 s to start on this 2-core machine under load).
+MOVE_WAIT_MAX_S = 30.0
 # Calls moved together in one stack.  The lab's caller costs ~9 % of a core per call
 # (both ends): four per stack, three stacks at once, stay well below the ~14 calls at
 # which this 2-core machine starts to stall audio.  A client in its own process (a
@@ -102,7 +105,10 @@ def moving_steps(
 
     A call talks from when it connects until ``watch_s`` after the move (its
     ``seconds`` count from the start, as a client's talk time does; setup time
-    comes on top and only lengthens the watch a little).
+    comes on top and only lengthens the watch a little).  The move also waits
+    until every call has connected and settled (a client slow to start on a
+    loaded machine), at most :data:`MOVE_WAIT_MAX_S`: a call that started late
+    also talks until later, so the watch after the move keeps its length.
     """
     if any(offset >= move_at_s for offset in offsets):
         raise ValueError("every call must start before the move")
@@ -118,7 +124,17 @@ def moving_steps(
         )
         for index, offset in enumerate(offsets)
     )
-    return (*starts, Step(move_at_s, Action.REBIND, {"mode": mode}))
+    move = Step(
+        move_at_s,
+        Action.REBIND,
+        {
+            "mode": mode,
+            "after_connected": len(offsets),
+            "settle_s": SETTLE_S,
+            "wait_max_s": MOVE_WAIT_MAX_S,
+        },
+    )
+    return (*starts, move)
 
 
 def quick_note(moves: int, quick: bool) -> str:

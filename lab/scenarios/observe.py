@@ -57,6 +57,20 @@ class Poller:
         self.own_lag = LoopLag()
         self._task: asyncio.Task[None] | None = None
 
+    def connected_at(self, count: int) -> float | None:
+        """When the media servers first showed ``count`` sessions connected (None: not yet).
+
+        A session counts once it was seen connected, even if it has closed since.
+        """
+        seen: set[tuple[int, Any]] = set()
+        for snapshot in self.media:
+            for session in snapshot["sessions"]:
+                if session.get("state") == "connected":
+                    seen.add((snapshot["backend"], session.get("id")))
+            if len(seen) >= count:
+                return float(snapshot["t"])
+        return None
+
     def start(self) -> None:
         self.own_lag.start()
         self._task = asyncio.create_task(self._loop())

@@ -186,7 +186,17 @@ async def perform(
     if step.action is Action.REBIND:
         if path is None:
             raise RuntimeError("a rebind step needs a controllable path (Run.netem)")
-        return {"rebinds": await path.rebind(args.get("mode", "port"), args.get("caller"))}
+        waited: dict[str, Any] = {}
+        if "after_connected" in args:
+            waited = await _until_connected(
+                poller,
+                clock,
+                int(args["after_connected"]),
+                settle_s=float(args.get("settle_s", 0.0)),
+                wait_max_s=float(args.get("wait_max_s", 30.0)),
+            )
+        moved = await path.rebind(args.get("mode", "port"), args.get("caller"))
+        return {"rebinds": moved, **waited}
     if step.action is Action.KILL:
         sig = signal.Signals[args.get("signal", "SIGKILL")]
         part = args["part"]
@@ -216,6 +226,25 @@ async def perform(
         calls.ramp(args, clock, poller)
         return {"ramp": "started"}
     raise ValueError(f"unknown action {step.action}")
+
+
+async def _until_connected(
+    poller: Poller, clock: RunClock, count: int, *, settle_s: float, wait_max_s: float
+) -> dict[str, Any]:
+    """Wait until ``count`` sessions have connected, and ``settle_s`` more.
+
+    A client in its own process (a browser on a loaded machine) may take many
+    seconds to start: a move planned for a fixed time would then fall before
+    its call exists.  Gives up after ``wait_max_s`` (the move goes ahead; the
+    analysis does not count a call that connected after it).
+    """
+    began = clock.now()
+    while (connected := poller.connected_at(count)) is None:
+        if clock.now() - began > wait_max_s:
+            return {"waited_s": round(clock.now() - began, 3), "all_connected": False}
+        await asyncio.sleep(0.1)
+    await clock.sleep_until(connected + settle_s)
+    return {"waited_s": round(clock.now() - began, 3), "all_connected": True}
 
 
 def place_call_on_clock(result: dict[str, Any], clock: RunClock, label: str) -> dict[str, Any]:

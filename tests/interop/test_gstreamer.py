@@ -7,7 +7,6 @@ GStreamer is not installed (and fails in CI, whose .ci/run installs it).
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from lab.callers import gstreamer
-from lab.callers.gstreamer import DRIVER, SCRIPT, gstreamer_result
+from lab.callers.gstreamer import DRIVER, gstreamer_result
 from lab.stack import Stack, StackConfig
 from tests.interop.live import get, relay_view_while_live, skip_or_fail
 
@@ -84,17 +83,6 @@ def test_the_check_names_what_is_missing_under_a_python_without_gi() -> None:
     finally:
         gstreamer.gstreamer_problem.cache_clear()
     assert problem is not None and "python3-gi" in problem and "apt-get install" in problem
-
-
-def test_the_script_imports_only_the_standard_library_and_gi() -> None:
-    # It runs under the system's Python, outside the project's environment.
-    imported = set()
-    for node in ast.walk(ast.parse(SCRIPT.read_text())):
-        if isinstance(node, ast.Import):
-            imported.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            imported.add(node.module.split(".")[0])
-    assert imported - {"gi"} <= set(sys.stdlib_module_names), imported
 
 
 def test_the_result_reads_the_downlink_from_rtp_arrivals_and_keeps_the_jitter_buffer() -> None:

@@ -6,7 +6,7 @@ answers are known, so each verdict is seen coming out both ways.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -15,8 +15,9 @@ from lab.scenarios.catalogue import CATALOGUE, with_seed
 from lab.scenarios.catalogue.mobility import POLICIES, with_client
 from lab.scenarios.model import Action, Verdict
 from lab.scenarios.moves import FULL_MOVES, PHASE_WINDOW_S, MovePlan, moving_steps
-from lab.scenarios.observe import RunClock
+from lab.scenarios.observe import Poller, RunClock
 from lab.scenarios.runner import place_call_on_clock
+from lab.stack import Stack
 
 # --- the plan -------------------------------------------------------------------------
 
@@ -43,7 +44,9 @@ def test_each_call_starts_once_and_all_move_together() -> None:
     assert [s.action for s in steps] == [Action.START_CALLS, Action.START_CALLS, Action.REBIND]
     assert [s.args["seconds"] for s in steps[:2]] == [18.5, 17.0]  # all watched to t = 19
     assert [s.args["label"] for s in steps[:2]] == ["move 1", "move 2"]
-    assert steps[2].at_s == 8.0 and steps[2].args == {"mode": "port"}
+    assert steps[2].at_s == 8.0 and steps[2].args["mode"] == "port"
+    # ...once both calls have connected and settled (a slow client may start late).
+    assert steps[2].args["after_connected"] == 2 and steps[2].args["settle_s"] > 0
     with pytest.raises(ValueError, match="before the move"):
         moving_steps([9.0], move_at_s=8.0, watch_s=1.0, mode="port")
 
@@ -249,3 +252,20 @@ def test_a_call_that_never_talked_still_lands_on_the_run_clock() -> None:
     policies = CATALOGUE["ip-change"].analyse(data).metrics["policies"]
     assert policies["off"]["moves"] == 3
     assert policies["off"]["errors"] == ["move 1: client_crashed: no result"]
+
+
+def test_the_move_waits_for_the_nth_session_seen_connected() -> None:
+    poller = Poller(cast(Stack, None), RunClock(), 0.5)
+    poller.media = [
+        {"t": 1.0, "backend": 1, "sessions": [{"id": "a", "state": "connecting"}]},
+        {"t": 1.5, "backend": 1, "sessions": [{"id": "a", "state": "connected"}]},
+        {"t": 2.0, "backend": 1, "sessions": [{"id": "a", "state": "closed"}]},
+        {
+            "t": 2.5,
+            "backend": 1,
+            "sessions": [{"id": "a", "state": "closed"}, {"id": "b", "state": "connected"}],
+        },
+    ]
+    assert poller.connected_at(1) == 1.5
+    assert poller.connected_at(2) == 2.5  # "a" counts although it has closed since
+    assert poller.connected_at(3) is None

@@ -56,13 +56,17 @@ def test_keepalives_read_intervals_nomination_and_what_came_after_the_move() -> 
     # A consent checker: the setup burst, then a request every 5 s; after the move at
     # 20 s its next request comes 3 s later and it answers the server again.
     checker = caller_record([0.0, 0.1, 0.2, 5.0, 10.0, 15.0, 23.0], [], [0.15, 24.0])
-    # libnice as webrtcbin sets it: the setup burst, then Binding indications only.
+    # A client that only keeps alive with Binding indications after its setup burst.
     quiet = caller_record([0.0, 0.1], [15.0, 30.0], [0.12])
-    seen = keepalives([run(checker), run(quiet)])
-    assert seen is not None and seen.callers == 2
-    assert seen.requests == 3 and seen.nominating == 0  # setup's nominating checks excluded
-    assert seen.request_intervals_s == (5.0, 5.0)
-    assert seen.indications == 1 and seen.indication_intervals_s == ()
+    # One that began after the move: its keepalives count, but it was not moved.
+    late = caller_record([21.0, 21.1, 26.0], [], [21.05])
+    seen = keepalives([run(checker), run(quiet, late)])
+    assert seen is not None and seen.callers == 3
+    # Over the whole call once set up; setup's nominating checks excluded.
+    assert seen.requests == 4 + 1 and seen.nominating == 0
+    assert seen.request_intervals_s == (5.0, 5.0, 8.0)
+    assert seen.indications == 2 and seen.indication_intervals_s == (15.0,)
     assert seen.first_request_after_s == (3.0, None)
     assert seen.answered_after == 1
+    assert seen.observed_s == 28.0
     assert keepalives([{"steps": [], "stun": None}]) is None

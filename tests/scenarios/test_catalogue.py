@@ -206,20 +206,28 @@ async def test_port_footprint(tmp_path: Path) -> None:
 async def test_interop(tmp_path: Path) -> None:
     results = await run("interop", tmp_path)
     metrics = results["metrics"]
-    assert results["seed"] == metrics["seed"] and metrics["moves_planned"] == 2
+    assert results["seed"] == metrics["seed"] and metrics["moves_planned"] == 1
     clients = metrics["clients"]
     available = {name: c for name, c in clients.items() if c["available"]}
     assert "aiortc" in available
     for name, client in available.items():
         for policy, cell in client["policies"].items():
-            assert cell["calls"] == 2 and cell["connected"], (name, policy, cell["errors"])
+            assert cell["calls"] == 1 and cell["connected"], (name, policy, cell["errors"])
             assert cell["uplink_received"] > 0, (name, policy)
             if not cell["send_only"]:
                 assert cell["downlink_received"] > 0, (name, policy)
-            assert cell["rebind"]["moves"] == 2, (name, policy)
-        # Keyed by the session and the server's answer, every client comes back.
+            assert cell["rebind"]["moves"] == 1, (name, policy)
         uplink = client["policies"]["verified"]["rebind"]["uplink"]
-        assert uplink["ended"] == 2 and uplink["max"] <= WITHIN_CONSENT_S, (name, uplink)
+        checks_again = client["keepalive"]["first_request_after_move_s"]["ended"] > 0
+        if checks_again:
+            # Keyed by the session and the server's answer, a client that checks comes back.
+            assert uplink["ended"] == 1 and uplink["max"] <= WITHIN_CONSENT_S, (name, uplink)
+        else:
+            # One that sends no check after the move (libnice as webrtcbin runs it) is
+            # never found again by a relay that learns addresses from STUN.
+            assert uplink["ended"] == 0, (name, uplink)
+            silent = [f for f in results["findings"] if f["claim"].startswith(f"A {name} ")]
+            assert [f["verdict"] for f in silent] == ["confirmed"], silent
     # The published policy strands the downlink of the lab's own caller.
     assert clients["aiortc"]["policies"]["off"]["rebind"]["downlink"]["ended"] == 0
     assert any(plot["file"] == "recovery.png" for plot in results["plots"])

@@ -167,10 +167,15 @@ def _analyse(data: list[dict[str, Any]]) -> Analysis:
     tables: list[tuple[str, tuple[str, ...], tuple[tuple[Any, ...], ...]]] = [table]
     seen = keepalives(data)
     if seen is not None:
-        verified = keepalives([run for run in data if run["tags"]["rebind"] == "verified"])
+        by_policy = {
+            policy: keepalives([run for run in data if run["tags"]["rebind"] == policy])
+            for policy in POLICIES
+        }
         client = str(data[0].get("config", {}).get("client") or "aiortc")
         metrics["keepalive"] = seen.to_json()
-        tables.append((KEEPALIVE_TITLE, KEEPALIVE_HEADER, (keepalive_row(client, seen, verified),)))
+        tables.append(
+            (KEEPALIVE_TITLE, KEEPALIVE_HEADER, (keepalive_row(client, seen, by_policy),))
+        )
     return Analysis(metrics=metrics, findings=findings, tables=tuple(tables))
 
 
