@@ -38,7 +38,7 @@ from typing import Any
 from lab.callers.conversation import SpeakingPlan
 from lab.callers.external import call_result, failed_result, run_client
 from lab.callers.voicefiles import voice_cache_dir, voice_file
-from wire.streamstats import ArrivalStats, with_rtp
+from wire.streamstats import ArrivalStats
 
 SCRIPT = Path(__file__).with_name("gst") / "call.py"
 PYTHON_ENV = "RTCLAB_GST_PYTHON"
@@ -83,13 +83,6 @@ def gstreamer_result(raw: dict[str, Any]) -> dict[str, Any]:
     seen = {k: v for k, v in stats.snapshot(until_s=until).items() if k != "packets_sent"}
     raw = {**raw, "downlink": seen}
     result = call_result(raw)
-    rtp = raw.get("rtp") or {}
-    received, lost = rtp.get("received"), rtp.get("lost")
-    if isinstance(received, int) and isinstance(lost, int):
-        result["downlink"] = with_rtp(
-            {k: v for k, v in result["downlink"].items() if not k.startswith("rtp_")},
-            (received, lost),
-        )
     result["jitterbuffer"] = raw.get("jitterbuffer")
     result["ice"] = raw.get("ice")
     return result

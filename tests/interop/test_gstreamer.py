@@ -101,7 +101,6 @@ def test_the_result_reads_the_downlink_from_rtp_arrivals_and_keeps_the_jitter_bu
         "end_ms": 1200.0,
         "setup_ms": {"answer": 30.0, "ice_connected": 90.0, "dtls_connected": 120.0},
         "uplink": {"packets_sent": 50},
-        "rtp": {"received": 5, "lost": 2},
         "arrivals_ms": [[200.0 + 20 * i, ts] for i, ts in enumerate(timestamps)],
         "selected_pair": {"local": "127.0.0.1:5", "local_type": "prflx", "remote": "127.0.0.1:3"},
         "jitterbuffer": {"num_pushed": 5, "num_lost": 2, "num_late": 0, "drop_on_latency": False},

@@ -109,9 +109,6 @@ class Recorder:
         self._first_ts: int | None = None
         self._ts_wraps = 0
         self._last_ts: int | None = None
-        self._base_seq: int | None = None
-        self._highest_seq: int | None = None
-        self.rtp_received = 0
         self.changed = threading.Condition(self.lock)
 
     def start_clock(self) -> None:
@@ -152,38 +149,22 @@ class Recorder:
                     self.agent_turns.append(timings)
 
     def rtp(self, header: bytes) -> None:
-        """One downlink RTP packet (its first 8 bytes) as it reached the jitter buffer."""
-        seq = int.from_bytes(header[2:4], "big")
+        """One downlink RTP packet (its first 8 bytes) as it reached the jitter buffer:
+        its arrival and its RTP timestamp, unwrapped and counted from the first
+        (lab/callers/gstreamer.py counts loss and gaps from them)."""
         ts = int.from_bytes(header[4:8], "big")
         with self.lock:
             if self.t0 is None:
                 return
-            if self._highest_seq is None:
-                self._base_seq = self._highest_seq = seq
-            else:
-                last = self._highest_seq
-                extended = (last & ~0xFFFF) + seq
-                if extended - last > 0x8000:
-                    extended -= 0x10000
-                elif last - extended > 0x8000:
-                    extended += 0x10000
-                self._highest_seq = max(last, extended)
             if self._first_ts is None:
                 self._first_ts = ts
             elif self._last_ts is not None and ts < self._last_ts and self._last_ts - ts > 1 << 31:
                 self._ts_wraps += 1
             self._last_ts = ts
-            self.rtp_received += 1
             relative = ts + (self._ts_wraps << 32) - self._first_ts
             self.arrivals.append([self.ms() or 0.0, relative])
             if "first_audio_in" not in self.phases:
                 self.phases["first_audio_in"] = self.ms() or 0.0
-
-    def rtp_lost(self) -> int:
-        with self.lock:
-            if self._highest_seq is None or self._base_seq is None:
-                return 0
-            return max(0, self._highest_seq - self._base_seq + 1 - self.rtp_received)
 
     def wait(self, predicate: Any, timeout_s: float) -> bool:
         with self.lock:
@@ -517,7 +498,6 @@ def call(options: argparse.Namespace) -> dict[str, Any]:
         out["talk_ms"] = round((end - talk_start) * 1000, 1)
     out["setup_ms"] = {phase: rec.phases.get(phase) for phase in SETUP_PHASES}
     out["uplink"] = {"packets_sent": rec.sent}
-    out["rtp"] = {"received": rec.rtp_received, "lost": rec.rtp_lost()}
     out["end_ms"] = rec.ms(end) if end is not None else None
     out["events"] = rec.events
     out["agent_turns"] = rec.agent_turns
