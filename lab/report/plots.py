@@ -152,11 +152,14 @@ def plot_recovery(results: dict[str, Any], path: Path) -> None:
     rows = max(1, len(groups))
     fig = Figure(figsize=(9, 1.4 + 0.6 * rows))
     ax = fig.subplots()
+    labelled: set[str] = set()
     for row, group in enumerate(groups):
         for offset, (direction, colour, marker) in zip((-0.15, 0.15), DIRECTIONS, strict=True):
             values = group.get(direction) or []
             if not values:
                 continue
+            label = None if direction in labelled else f"{direction} gap"
+            labelled.add(direction)
             xs = [never_at if v is None else v for v in values]
             # Spread equal values a little so every move shows.
             ys = [row + offset + 0.04 * ((i % 3) - 1) for i in range(len(xs))]
@@ -167,7 +170,7 @@ def plot_recovery(results: dict[str, Any], path: Path) -> None:
                 marker=marker,
                 s=22,
                 alpha=0.8,
-                label=f"{direction} gap" if row == 0 else None,
+                label=label,
             )
             median = Spread(tuple(values)).median
             ax.vlines(
@@ -186,7 +189,7 @@ def plot_recovery(results: dict[str, Any], path: Path) -> None:
     ax.set_xticks([*ticks, never_at])
     ax.set_xticklabels([f"{t:g}" for t in ticks] + ["never"])
     ax.set_xlabel("silence around the move (s); each mark is one move, the bar its median")
-    if groups:
+    if labelled:
         ax.legend(fontsize=7, loc="lower right")
     ax.set_title(f"{results['scenario']}: gap per move", fontsize=10)
     fig.tight_layout()
