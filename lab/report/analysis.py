@@ -13,6 +13,10 @@ from dataclasses import dataclass
 
 # Audio frames are 20 ms apart; anything over this is a stall a listener hears.
 AUDIBLE_GAP_S = 0.1
+# Audio that stops after an event and is silent for this long until observation ends
+# never came back, however long the frames in flight took to drain (a loaded
+# receiver decodes seconds late); a call's last frames come well within this of its end.
+SILENT_TO_THE_END_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +56,13 @@ def outage_around(
     before it, so a silence the event falls into is the event's; and the
     longest such silence is the event's, not a short stall next to it.  A
     silence still running at ``until_s`` means the direction never recovered
-    (it is the longest of all).  No silence at all: the event interrupted
-    nothing (gap 0, recovery 0).
+    (it is the longest of all); so does audio that stopped any time after the
+    event and stayed silent for :data:`SILENT_TO_THE_END_S` or more until
+    ``until_s``.  No silence at all: the event interrupted nothing (gap 0,
+    recovery 0).
     """
+    if arrivals_s and arrivals_s[-1] >= event_s and until_s - arrivals_s[-1] >= SILENT_TO_THE_END_S:
+        return Outage(arrivals_s[-1], None, until_s)
     found: Outage | None = None
     previous: float | None = None
     for t in arrivals_s:

@@ -31,10 +31,12 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from lab.scenarios.evidence import CONSENT_INTERVAL_MAX_S
-from lab.scenarios.model import Action, Step
+from lab.scenarios.model import Action, CallPlan, Run, Step
 
 # The default seed of every scenario that moves callers; `scenario run --seed` draws others.
 DEFAULT_SEED = 1
@@ -135,6 +137,39 @@ def moving_steps(
         },
     )
     return (*starts, move)
+
+
+def moving_runs(
+    plan: MovePlan,
+    *,
+    label: str,
+    client: str,
+    mode: str,
+    watch_s: float,
+    stack: Mapping[str, Any],
+    tags: Mapping[str, Any],
+) -> list[Run]:
+    """The runs that make ``plan``'s moves for one figure (one policy, one client).
+
+    Every figure draws the same phases from the seed: the policies and clients
+    are what differs between figures, not where their moves fell.
+    """
+    runs = []
+    for index, offsets in enumerate(plan.offsets("mobility")):
+        part = f" #{index + 1}" if plan.runs > 1 else ""
+        runs.append(
+            Run(
+                label=f"{label}{part}",
+                calls=CallPlan(count=0, seconds=0.0),
+                steps=moving_steps(
+                    offsets, move_at_s=move_time(client), watch_s=watch_s, mode=mode
+                ),
+                stack=stack,
+                tags=tags,
+                client=client,
+            )
+        )
+    return runs
 
 
 def quick_note(moves: int, quick: bool) -> str:

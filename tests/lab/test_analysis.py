@@ -46,6 +46,13 @@ def test_frames_in_flight_for_seconds_still_end_in_the_events_silence() -> None:
     assert not outage.recovered and outage.last_before_s == pytest.approx(9.38)
 
 
+def test_audio_that_stopped_seconds_after_the_event_for_good_never_came_back() -> None:
+    # Four seconds of queued frames drain after the move, with a stall among them.
+    arrivals = [*frames(0, 10.6), *frames(10.8, 13.4)]
+    outage = outage_around(arrivals, 9.5, 19.0)
+    assert not outage.recovered and outage.last_before_s == pytest.approx(13.38)
+
+
 def test_the_events_silence_is_the_longest_one_near_it_not_a_stall_beside_it() -> None:
     arrivals = [*frames(0, 5.1), *frames(5.3, 5.5), *frames(8.0, 10.0)]  # stall, then the outage
     outage = outage_around(arrivals, 5.0, 10.0)

@@ -37,14 +37,13 @@ from lab.scenarios.evidence import (
     keepalives,
     moves_of,
 )
-from lab.scenarios.model import Analysis, CallPlan, Finding, Run, Scenario, Verdict
+from lab.scenarios.model import Analysis, Finding, Run, Scenario, Verdict
 from lab.scenarios.moves import (
     DEFAULT_SEED,
     FULL_MOVES,
     MovePlan,
     calls_per_run,
-    move_time,
-    moving_steps,
+    moving_runs,
     quick_note,
 )
 
@@ -78,34 +77,28 @@ def _direction(name: str) -> str:
 
 def _runs(quick: bool, seed: int) -> tuple[Run, ...]:
     moves = QUICK_MOVES if quick else FULL_MOVES
-    runs = []
+    runs: list[Run] = []
     for name, reason in availability().items():
         if reason is not None:
             continue
         plan = MovePlan(moves, min(moves, calls_per_run(name)), seed)
-        move_at = move_time(name)
         for policy in POLICIES:
-            watch = WATCH_QUICK_S if quick else WATCH_FULL_S[policy]
-            # Every client and policy meets the same phases (the same draw as ip-change's).
-            for index, offsets in enumerate(plan.offsets("mobility")):
-                part = f" #{index + 1}" if plan.runs > 1 else ""
-                runs.append(
-                    Run(
-                        label=f"{name}, rebind={policy}{part}",
-                        calls=CallPlan(count=0, seconds=0.0),
-                        steps=moving_steps(offsets, move_at_s=move_at, watch_s=watch, mode="port"),
-                        stack={"media_servers": 1, "rebind": policy},
-                        tags={
-                            "client": name,
-                            "rebind": policy,
-                            "direction": _direction(name),
-                            "seed": seed,
-                            "moves": moves,
-                            "quick": quick,
-                        },
-                        client=name,
-                    )
-                )
+            runs += moving_runs(
+                plan,
+                label=f"{name}, rebind={policy}",
+                client=name,
+                mode="port",
+                watch_s=WATCH_QUICK_S if quick else WATCH_FULL_S[policy],
+                stack={"media_servers": 1, "rebind": policy},
+                tags={
+                    "client": name,
+                    "rebind": policy,
+                    "direction": _direction(name),
+                    "seed": seed,
+                    "moves": moves,
+                    "quick": quick,
+                },
+            )
     return tuple(runs)
 
 

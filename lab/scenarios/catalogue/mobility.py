@@ -33,14 +33,13 @@ from lab.scenarios.evidence import (
     keepalives,
     moves_of,
 )
-from lab.scenarios.model import Analysis, CallPlan, Finding, Run, Scenario, Verdict
+from lab.scenarios.model import Analysis, Finding, Run, Scenario, Verdict
 from lab.scenarios.moves import (
     DEFAULT_SEED,
     FULL_MOVES,
     MovePlan,
     calls_per_run,
-    move_time,
-    moving_steps,
+    moving_runs,
     quick_note,
 )
 
@@ -64,24 +63,18 @@ def move_plan(quick: bool, client: str, seed: int) -> MovePlan:
 
 def _runs(mode: str, quick: bool, client: str, seed: int) -> tuple[Run, ...]:
     plan = move_plan(quick, client, seed)
-    move_at = move_time(client)
     suffix = "" if client == "aiortc" else f" ({client})"
-    runs = []
+    runs: list[Run] = []
     for policy in POLICIES:
-        watch = WATCH_QUICK_S if quick else WATCH_FULL_S[policy]
-        # Every policy meets the same phases: the policies are what differs.
-        for index, offsets in enumerate(plan.offsets("mobility")):
-            part = f" #{index + 1}" if plan.runs > 1 else ""
-            runs.append(
-                Run(
-                    label=f"rebind={policy}{suffix}{part}",
-                    calls=CallPlan(count=0, seconds=0.0),
-                    steps=moving_steps(offsets, move_at_s=move_at, watch_s=watch, mode=mode),
-                    stack={"media_servers": 1, "rebind": policy},
-                    tags={"rebind": policy, "seed": seed, "moves": plan.moves, "quick": quick},
-                    client=client,
-                )
-            )
+        runs += moving_runs(
+            plan,
+            label=f"rebind={policy}{suffix}",
+            client=client,
+            mode=mode,
+            watch_s=WATCH_QUICK_S if quick else WATCH_FULL_S[policy],
+            stack={"media_servers": 1, "rebind": policy},
+            tags={"rebind": policy, "seed": seed, "moves": plan.moves, "quick": quick},
+        )
     return tuple(runs)
 
 
