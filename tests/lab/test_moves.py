@@ -78,6 +78,8 @@ def test_every_policy_rests_on_its_moves_at_the_same_phases(name: str) -> None:
     reseeded = with_seed(scenario, 42)
     assert reseeded.seed == 42 and reseeded.runs(True) != scenario.runs(True)
     assert with_client(reseeded, "node-wrtc").seed == 42
+    with pytest.raises(ValueError, match="only sends"):
+        with_client(scenario, "ffmpeg-whip")
     assert with_seed(CATALOGUE["baseline"], 42) is CATALOGUE["baseline"]
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lab.callers.drivers import DRIVERS
+from lab.callers.drivers import DRIVERS, driver
 from lab.report.analysis import Spread
 from lab.report.text import describe_spread, seconds
 from lab.scenarios.evidence import (
@@ -394,4 +394,7 @@ def with_client(scenario: Scenario, client: str) -> Scenario:
             f"scenario {scenario.name!r} runs only the lab's own caller; "
             f"--client works with {', '.join(BY_CLIENT)}"
         )
+    if getattr(driver(client), "direction", "sendrecv") != "sendrecv":
+        # Its verdicts judge both directions; interop judges a send-only client's uplink.
+        raise ValueError(f"{client} only sends: its moves are judged in `scenario run interop`")
     return BY_CLIENT[scenario.name](client, scenario.seed or DEFAULT_SEED)
