@@ -3,8 +3,9 @@ VENV="${RTCLAB_VENV:-$PWD/.venv}"
 
 ensure_venv() {  # ensure_venv EXTRA  (e.g. "test"); re-installs when pyproject changes
   local extra="$1" stamp
-  if [ ! -x "$VENV/bin/python" ]; then
-    python3 -m venv "$VENV"
+  # A venv whose creation was interrupted has a python but no pip: make it again.
+  if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+    python3 -m venv --clear "$VENV"
     "$VENV/bin/python" -m pip install -q --upgrade pip
   fi
   stamp="$VENV/.installed-$extra-$(sha1sum pyproject.toml | cut -c1-12)"
