@@ -30,7 +30,7 @@ from lab.compose.project import (
     free_lab_net,
     network_subnets,
 )
-from tests.lab.test_netns import check_mobility_verdicts, relay_clients, the_move
+from tests.lab.test_netns import check_mobility_verdicts, relay_clients, the_moves
 
 PUBLISH = ("RELAY", "ADMIN", "SIGNALING", "PROMETHEUS")
 RUN_TIMEOUT_S = 900  # three passes of two quick scenarios: ~4 min on 2 cores; a hang guard
@@ -199,13 +199,13 @@ def test_ip_change_and_nat_rebind_in_containers(env: dict[str, str], tmp_path: P
         ]
         for run_data in results["runs"]:
             assert run_data["config"]["rebind"] == run_data["tags"]["rebind"]
-            moved = the_move(run_data)
-            old_host, old_port = moved["old"].rsplit(":")
-            new_host, new_port = moved["new"].rsplit(":")
-            if name == "ip-change":  # the caller took another address of its network
-                assert ipaddress.ip_address(new_host) in moved_pool and new_host != old_host
-            else:  # its NAT forgot the mapping: same address, a new random port
-                assert new_host == old_host and new_port != old_port
-            # The relay saw exactly that: the old public address, then the new.
-            assert {moved["old"], moved["new"]} <= relay_clients(run_data)
+            for moved in the_moves(run_data):
+                old_host, old_port = moved["old"].rsplit(":")
+                new_host, new_port = moved["new"].rsplit(":")
+                if name == "ip-change":  # the caller took another address of its network
+                    assert ipaddress.ip_address(new_host) in moved_pool and new_host != old_host
+                else:  # its NAT forgot the mapping: same address, a new random port
+                    assert new_host == old_host and new_port != old_port
+                # The relay saw exactly that: the old public address, then the new.
+                assert {moved["old"], moved["new"]} <= relay_clients(run_data)
         check_mobility_verdicts(results)
